@@ -1,0 +1,352 @@
+//! Standalone mode's source: Kubernetes manifests in YAML (or JSON) files.
+//!
+//! The files are read exactly as `kubectl apply -f` would take them: one file or a
+//! directory of `.yaml`/`.yml`/`.json` files (not recursive), several documents per file,
+//! objects without a namespace land in `default`. The files are the whole truth: each load
+//! builds a fresh snapshot from scratch.
+//!
+//! Every problem names the file, the line (and column, for syntax errors) and, once known,
+//! the object as `Kind namespace/name`. A document of a kind Keyway does not read is
+//! skipped with a [`Warning`]; a malformed document fails the whole load, so a half-written
+//! file is never applied in part.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use keyway_model::snapshot::{key_of, Objects};
+use keyway_model::{Kind, Object, ObjectKey, Origin, Secret, Snapshot};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::yaml_docs::{self, Document};
+
+/// A snapshot read from files, with everything that was skipped.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The objects read.
+    pub snapshot: Snapshot,
+    /// Documents that were skipped, each with its reason.
+    pub warnings: Vec<Warning>,
+    /// Every file that was read, in order.
+    pub files: Vec<PathBuf>,
+}
+
+/// A document that was read but not used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    /// File and line of the document.
+    pub origin: Origin,
+    /// What was skipped and why.
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+/// Why a load failed: one entry per problem, each pointing at a file and line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadError {
+    /// File the problem is in.
+    pub path: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// `Kind namespace/name` of the object, once known.
+    pub resource: Option<String>,
+    /// What is wrong, in words.
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.path)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        if let Some(resource) = &self.resource {
+            write!(f, ": {resource}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Reads every path (a file or a directory of manifests) into one snapshot.
+///
+/// Returns every problem found, not just the first, so one run of `keyway check` shows
+/// them all.
+pub fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<LoadError>> {
+    let mut loader = Loader::default();
+    for path in paths {
+        loader.add_path(path);
+    }
+    if loader.errors.is_empty() {
+        Ok(loader.loaded)
+    } else {
+        Err(loader.errors)
+    }
+}
+
+/// Parses manifests given as text, as if read from a file named `path` (tests, stdin).
+pub fn load_str(path: &str, text: &str) -> Result<Loaded, Vec<LoadError>> {
+    let mut loader = Loader::default();
+    loader.add_text(Arc::from(path), text);
+    if loader.errors.is_empty() {
+        Ok(loader.loaded)
+    } else {
+        Err(loader.errors)
+    }
+}
+
+#[derive(Default)]
+struct Loader {
+    loaded: Loaded,
+    errors: Vec<LoadError>,
+    seen: BTreeMap<(Kind, ObjectKey), Origin>,
+}
+
+/// The part of every object needed to know what it is.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Head {
+    api_version: Option<String>,
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: HeadMeta,
+}
+
+#[derive(Deserialize, Default)]
+struct HeadMeta {
+    name: Option<String>,
+    namespace: Option<String>,
+}
+
+impl Loader {
+    fn add_path(&mut self, path: &Path) {
+        let display = path.display().to_string();
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(err) => return self.io_error(&display, err),
+        };
+        if meta.is_dir() {
+            let entries = match std::fs::read_dir(path) {
+                Ok(entries) => entries,
+                Err(err) => return self.io_error(&display, err),
+            };
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| is_manifest(p) && p.is_file())
+                .collect();
+            files.sort();
+            for file in files {
+                self.add_file(&file);
+            }
+        } else {
+            self.add_file(path);
+        }
+    }
+
+    fn add_file(&mut self, path: &Path) {
+        let display: Arc<str> = Arc::from(path.display().to_string());
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                self.loaded.files.push(path.to_path_buf());
+                self.add_text(display, &text);
+            }
+            Err(err) => self.io_error(&display, err),
+        }
+    }
+
+    fn io_error(&mut self, path: &str, err: std::io::Error) {
+        self.errors.push(LoadError {
+            path: path.to_string(),
+            line: None,
+            column: None,
+            resource: None,
+            message: format!("cannot read: {err}"),
+        });
+    }
+
+    fn add_text(&mut self, path: Arc<str>, text: &str) {
+        for doc in yaml_docs::split(text) {
+            self.add_document(&path, &doc);
+        }
+    }
+
+    fn add_document(&mut self, path: &Arc<str>, doc: &Document<'_>) {
+        let origin = Origin::File {
+            path: path.clone(),
+            line: doc.content_line(),
+        };
+        let head: Option<Head> = match serde_yaml_ng::from_str(doc.text) {
+            Ok(head) => head,
+            Err(err) => return self.errors.push(yaml_error(path, doc, None, &err)),
+        };
+        let Some(head) = head else { return };
+        let (Some(api_version), Some(kind)) = (head.api_version, head.kind) else {
+            return self.errors.push(LoadError {
+                path: path.to_string(),
+                line: Some(doc.content_line()),
+                column: None,
+                resource: None,
+                message: "not a Kubernetes object: `apiVersion` and `kind` are required".into(),
+            });
+        };
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let Some(known) = known_kind(group, &api_version, &kind) else {
+            let name = head.metadata.name.unwrap_or_default();
+            let ns = head.metadata.namespace.map(|n| format!("{n}/")).unwrap_or_default();
+            return self.loaded.warnings.push(Warning {
+                origin,
+                message: format!(
+                    "skipped {api_version} {kind} {ns}{name}: Keyway does not read this kind"
+                ),
+            });
+        };
+        let resource = format!(
+            "{kind} {}{}",
+            if known.is_namespaced() {
+                format!("{}/", head.metadata.namespace.as_deref().unwrap_or("default"))
+            } else {
+                String::new()
+            },
+            head.metadata.name.as_deref().unwrap_or("<unnamed>")
+        );
+        if head.metadata.name.as_deref().unwrap_or("").is_empty() {
+            return self.errors.push(LoadError {
+                path: path.to_string(),
+                line: Some(doc.content_line()),
+                column: None,
+                resource: Some(resource),
+                message: "`metadata.name` is required".into(),
+            });
+        }
+        let snap = &mut self.loaded.snapshot;
+        let result = match known {
+            Kind::Namespace => parse_into(doc, known, origin, &mut snap.namespaces),
+            Kind::Gateway => parse_into(doc, known, origin, &mut snap.gateways),
+            Kind::HttpRoute => parse_into(doc, known, origin, &mut snap.http_routes),
+            Kind::ReferenceGrant => parse_into(doc, known, origin, &mut snap.reference_grants),
+            Kind::TrafficPolicy => parse_into(doc, known, origin, &mut snap.traffic_policies),
+            Kind::Backend => parse_into(doc, known, origin, &mut snap.backends),
+            Kind::Service => parse_into(doc, known, origin, &mut snap.services),
+            Kind::EndpointSlice => parse_into(doc, known, origin, &mut snap.endpoint_slices),
+            Kind::Secret => parse_secret(doc, origin, &mut snap.secrets),
+        };
+        match result {
+            Ok((key, origin)) => {
+                if let Some(first) = self.seen.insert((known, key), origin.clone()) {
+                    self.errors.push(LoadError {
+                        path: path.to_string(),
+                        line: Some(doc.content_line()),
+                        column: None,
+                        resource: Some(resource),
+                        message: format!("defined twice: first at {first}, again here"),
+                    });
+                }
+            }
+            Err(err) => self.errors.push(yaml_error(path, doc, Some(resource), &err)),
+        }
+    }
+}
+
+fn is_manifest(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+/// Maps `apiVersion` + `kind` to the kinds Keyway reads.
+fn known_kind(group: &str, api_version: &str, kind: &str) -> Option<Kind> {
+    const GATEWAY: &str = "gateway.networking.k8s.io";
+    const KGATEWAY: &str = keyway_model::kgateway::GROUP;
+    let k = match (group, kind) {
+        ("", "Namespace") if api_version == "v1" => Kind::Namespace,
+        ("", "Secret") if api_version == "v1" => Kind::Secret,
+        ("", "Service") if api_version == "v1" => Kind::Service,
+        ("discovery.k8s.io", "EndpointSlice") if api_version.ends_with("/v1") => Kind::EndpointSlice,
+        (GATEWAY, "Gateway") if api_version.ends_with("/v1") => Kind::Gateway,
+        (GATEWAY, "HTTPRoute") if api_version.ends_with("/v1") => Kind::HttpRoute,
+        (GATEWAY, "ReferenceGrant") => Kind::ReferenceGrant,
+        (KGATEWAY, "TrafficPolicy") => Kind::TrafficPolicy,
+        (KGATEWAY, "Backend") => Kind::Backend,
+        _ => return None,
+    };
+    Some(k)
+}
+
+type Inserted = Result<(ObjectKey, Origin), serde_yaml_ng::Error>;
+
+fn parse_into<T>(doc: &Document<'_>, kind: Kind, origin: Origin, into: &mut Objects<T>) -> Inserted
+where
+    T: DeserializeOwned + kube::Resource,
+{
+    let value: T = serde_yaml_ng::from_str(doc.text)?;
+    let mut key = key_of(value.meta(), kind);
+    if kind.is_namespaced() && key.namespace.is_empty() {
+        key.namespace = "default".into();
+    }
+    let mut value = value;
+    if kind.is_namespaced() {
+        value.meta_mut().namespace = Some(key.namespace.clone());
+    }
+    into.insert(
+        key.clone(),
+        Object {
+            origin: origin.clone(),
+            value,
+        },
+    );
+    Ok((key, origin))
+}
+
+fn parse_secret(doc: &Document<'_>, origin: Origin, into: &mut Objects<Secret>) -> Inserted {
+    let raw: k8s_openapi::api::core::v1::Secret = serde_yaml_ng::from_str(doc.text)?;
+    let mut secret = Secret::from_k8s(raw);
+    let key = key_of(&secret.metadata, Kind::Secret);
+    secret.metadata.namespace = Some(key.namespace.clone());
+    into.insert(
+        key.clone(),
+        Object {
+            origin: origin.clone(),
+            value: secret,
+        },
+    );
+    Ok((key, origin))
+}
+
+/// Turns a YAML error into a [`LoadError`] at the right line of the file.
+fn yaml_error(
+    path: &Arc<str>,
+    doc: &Document<'_>,
+    resource: Option<String>,
+    err: &serde_yaml_ng::Error,
+) -> LoadError {
+    let text = err.to_string();
+    let message = match text.rfind(" at line ") {
+        Some(at) if err.location().is_some() => text[..at].to_string(),
+        _ => text,
+    };
+    let (line, column) = match err.location() {
+        Some(loc) => (doc.first_line + loc.line(), Some(loc.column())),
+        None => (doc.content_line(), None),
+    };
+    LoadError {
+        path: path.to_string(),
+        line: Some(line),
+        column,
+        resource,
+        message,
+    }
+}
