@@ -1,1 +1,98 @@
+//! `compile(snapshot) -> (runtime config, statuses)`: all of Keyway's semantics, in one
+//! pure, synchronous function.
+//!
+//! Sources hand over a [`Snapshot`] of Kubernetes objects; the data plane receives a
+//! [`keyway_store::Config`] it can execute without knowing Gateway API or kgateway rules.
+//! Every decision in between (listener conflicts, route attachment and precedence,
+//! backend resolution, ReferenceGrants, policy attachment and precedence, Secret to
+//! credential resolution, validation) is made here and reported in a [`Report`].
+//!
+//! The passes, in order:
+//! 1. [`policies`]: validate every TrafficPolicy and compile its `apiKeyAuth`;
+//! 2. [`gateways`]: listeners per port, conflicts, `allowedRoutes`;
+//! 3. [`routes`]: attach HTTPRoutes to listeners, compile rules ([`backends`] resolves
+//!    their `backendRefs`), pick each rule's authentication;
+//! 4. assemble per-port virtual hosts in precedence order.
+//!
+//! Failing closed is the rule: a policy that cannot be built turns every route it would
+//! protect into a 500, never into an unauthenticated route.
 
+pub mod backends;
+mod context;
+pub mod gateways;
+pub mod labels;
+pub mod policies;
+pub mod routes;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use keyway_model::Snapshot;
+use keyway_store::{Balance, Config, Listener, Port};
+
+pub use status::{Condition, ObjectStatus, Report, SectionStatus};
+
+/// Body of the 500 a route answers when its configuration could not be built (kgateway's
+/// wording, so clients and runbooks written for kgateway keep working).
+pub const INVALID_ROUTE_BODY: &str =
+    "invalid route configuration detected and replaced with a direct response.";
+
+/// Choices that are not part of the manifests.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Serve only Gateways of this class (all when `None`).
+    pub gateway_class: Option<String>,
+    /// Load balancing across the endpoints of every upstream.
+    pub balance: Balance,
+}
+
+/// The compiler's output.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    /// What the data plane executes.
+    pub config: Config,
+    /// Conditions on every object.
+    pub report: Report,
+}
+
+/// Compiles a snapshot. Never fails: problems are conditions in the report, and the
+/// affected parts of the config fail closed.
+pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
+    let ctx = context::Context::new(snapshot, options);
+    let mut report = Report::default();
+
+    let policies = policies::compile(&ctx);
+    let mut gateways = gateways::compile(&ctx);
+    let routes = routes::compile(&ctx, &mut gateways, &policies);
+
+    let mut ports: BTreeMap<u16, Port> = BTreeMap::new();
+    for listener in gateways.listeners.iter().filter(|l| l.programmed) {
+        let entries = routes.entries.get(&listener.id).map(Vec::as_slice).unwrap_or(&[]);
+        let virtual_hosts = routes::virtual_hosts(entries);
+        ports.entry(listener.port).or_default().listeners.push(Arc::new(Listener {
+            gateway: listener.gateway_name.clone(),
+            name: listener.name.clone(),
+            port: listener.port,
+            hostname: listener.hostname.clone(),
+            virtual_hosts,
+        }));
+    }
+    for port in ports.values_mut() {
+        port.listeners.sort_by_key(|l| l.hostname.specificity());
+    }
+
+    report.objects.extend(gateways.statuses);
+    report.objects.extend(routes.statuses);
+    report.objects.extend(policies.statuses(
+        &routes.decided_policies,
+        &routes.considered_policies,
+        &routes.referenced_policies,
+    ));
+    report.objects.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
+
+    Compiled {
+        config: Config { ports },
+        report,
+    }
+}

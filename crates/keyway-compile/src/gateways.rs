@@ -1,0 +1,239 @@
+//! Gateways and their listeners: what is served on which port, and what may attach.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use keyway_model::core::Time;
+use keyway_model::gateway::{Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From};
+use keyway_model::{Kind, ObjectKey};
+use keyway_store::HostPattern;
+
+use crate::context::Context;
+use crate::labels::Selector;
+use crate::status::{Condition, ObjectStatus, SectionStatus};
+
+/// Which namespaces' routes a listener accepts.
+#[derive(Clone, Debug)]
+pub enum AllowedNamespaces {
+    /// Only the Gateway's own namespace (the default).
+    Same,
+    /// Every namespace.
+    All,
+    /// Namespaces whose labels match.
+    Selector(Selector),
+}
+
+/// One listener as the later passes see it.
+#[derive(Clone, Debug)]
+pub struct ListenerInfo {
+    /// Index in [`Gateways::listeners`].
+    pub id: usize,
+    /// The Gateway.
+    pub gateway: ObjectKey,
+    /// `namespace/name` of the Gateway.
+    pub gateway_name: Arc<str>,
+    /// Listener name.
+    pub name: Arc<str>,
+    /// Port.
+    pub port: u16,
+    /// Hostname pattern.
+    pub hostname: HostPattern,
+    /// Whether it is served (HTTP, not conflicted).
+    pub programmed: bool,
+    /// `allowedRoutes.namespaces`.
+    pub allowed_namespaces: AllowedNamespaces,
+    /// Whether `allowedRoutes.kinds` admits HTTPRoute.
+    pub allows_http_route: bool,
+    status_index: (usize, usize),
+}
+
+/// Output of the gateway pass.
+#[derive(Debug, Default)]
+pub struct Gateways {
+    /// Every HTTP listener, served or not.
+    pub listeners: Vec<ListenerInfo>,
+    /// One status per Gateway.
+    pub statuses: Vec<ObjectStatus>,
+}
+
+impl Gateways {
+    /// Listeners of one Gateway.
+    pub fn of_gateway<'a>(&'a self, key: &'a ObjectKey) -> impl Iterator<Item = &'a ListenerInfo> + 'a {
+        self.listeners.iter().filter(move |l| &l.gateway == key)
+    }
+
+    /// Counts a route attached to a listener (for the listener's status).
+    pub fn count_attached(&mut self, id: usize) {
+        let (g, s) = self.listeners[id].status_index;
+        let n = self.statuses[g].sections[s].attached_routes.get_or_insert(0);
+        *n += 1;
+    }
+}
+
+/// Creation time then namespace/name: the order Gateway API uses to break ties.
+pub(crate) fn age_key(created: Option<&Time>, key: &ObjectKey) -> (bool, Option<i128>, ObjectKey) {
+    let ts = created.map(|t| t.0.as_nanosecond());
+    (ts.is_none(), ts, key.clone())
+}
+
+/// Runs the gateway pass.
+pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
+    let mut out = Gateways::default();
+    let mut gateways: Vec<(&ObjectKey, &keyway_model::Object<Gateway>)> = ctx
+        .snap
+        .gateways
+        .iter()
+        .filter(|(_, g)| {
+            ctx.options
+                .gateway_class
+                .as_ref()
+                .is_none_or(|c| &g.value.spec.gateway_class_name == c)
+        })
+        .collect();
+    gateways.sort_by_key(|(k, g)| age_key(g.value.metadata.creation_timestamp.as_ref(), k));
+
+    // (port, hostname) -> the listener that holds it.
+    let mut taken: BTreeMap<(u16, String), String> = BTreeMap::new();
+    for (key, gw) in gateways {
+        let mut status = ObjectStatus::new(Kind::Gateway, key.clone(), gw.origin.clone());
+        let status_idx = out.statuses.len();
+        let mut programmed_any = false;
+        for (i, l) in gw.value.spec.listeners.iter().enumerate() {
+            let (section, info) = listener(key, l, i);
+            let mut section = section;
+            let mut info = info;
+            if let Some(info) = info.as_mut() {
+                let slot = (info.port, info.hostname.to_string());
+                let here = format!("Gateway {key} listener {}", info.name);
+                match taken.get(&slot) {
+                    Some(holder) => {
+                        info.programmed = false;
+                        section.conditions.push(Condition::raised(
+                            "Conflicted",
+                            "HostnameConflict",
+                            format!(
+                                "port {} hostname {} is already served by {holder}",
+                                info.port, info.hostname
+                            ),
+                        ));
+                        section.conditions.push(Condition::failed(
+                            "Programmed",
+                            "Invalid",
+                            "not served: conflicts with another listener",
+                        ));
+                    }
+                    None => {
+                        taken.insert(slot, here);
+                        programmed_any |= info.programmed;
+                        section
+                            .conditions
+                            .push(Condition::ok("Programmed", "Programmed", ""));
+                    }
+                }
+                info.id = out.listeners.len();
+                info.status_index = (status_idx, status.sections.len());
+            }
+            status.sections.push(section);
+            if let Some(info) = info {
+                out.listeners.push(info);
+            }
+        }
+        status
+            .conditions
+            .push(Condition::ok("Accepted", "Accepted", ""));
+        status.conditions.push(if programmed_any {
+            Condition::ok("Programmed", "Programmed", "")
+        } else {
+            Condition::failed("Programmed", "Invalid", "no listener can be served")
+        });
+        out.statuses.push(status);
+    }
+    out
+}
+
+fn listener(gw: &ObjectKey, l: &GatewayListeners, _index: usize) -> (SectionStatus, Option<ListenerInfo>) {
+    let mut section = SectionStatus {
+        section: format!("listener {}", l.name),
+        attached_routes: Some(0),
+        conditions: Vec::new(),
+    };
+    if l.protocol != "HTTP" {
+        section.conditions.push(Condition::failed(
+            "Accepted",
+            "UnsupportedProtocol",
+            format!("protocol {} is not served by Keyway (HTTP is)", l.protocol),
+        ));
+        return (section, None);
+    }
+    let port = match u16::try_from(l.port) {
+        Ok(p) if p > 0 => p,
+        _ => {
+            section.conditions.push(Condition::failed(
+                "Accepted",
+                "PortUnavailable",
+                format!("port {} is not a TCP port", l.port),
+            ));
+            return (section, None);
+        }
+    };
+    let routes = l.allowed_routes.as_ref();
+    let allowed_namespaces = match routes.and_then(|r| r.namespaces.as_ref()) {
+        None => AllowedNamespaces::Same,
+        Some(ns) => match ns.from {
+            None | Some(From::Same) => AllowedNamespaces::Same,
+            Some(From::All) => AllowedNamespaces::All,
+            Some(From::Selector) => {
+                let sel = ns.selector.as_ref();
+                let labels = sel.and_then(|s| s.match_labels.clone()).unwrap_or_default();
+                let exprs = sel
+                    .and_then(|s| s.match_expressions.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|e| (e.key, e.operator, e.values.unwrap_or_default()));
+                match Selector::from_parts(labels, exprs) {
+                    Ok(s) => AllowedNamespaces::Selector(s),
+                    Err(e) => {
+                        section.conditions.push(Condition::failed(
+                            "Accepted",
+                            "Invalid",
+                            format!("allowedRoutes.namespaces.selector: {e}"),
+                        ));
+                        return (section, None);
+                    }
+                }
+            }
+        },
+    };
+    let mut allows_http_route = true;
+    let mut resolved = Condition::ok("ResolvedRefs", "ResolvedRefs", "");
+    if let Some(kinds) = routes.and_then(|r| r.kinds.as_ref()).filter(|k| !k.is_empty()) {
+        let (ok, bad): (Vec<_>, Vec<_>) = kinds.iter().partition(|k| {
+            k.kind == "HTTPRoute"
+                && k.group.as_deref().unwrap_or("gateway.networking.k8s.io") == "gateway.networking.k8s.io"
+        });
+        allows_http_route = !ok.is_empty();
+        if !bad.is_empty() {
+            let names: Vec<_> = bad.iter().map(|k| k.kind.as_str()).collect();
+            resolved = Condition::failed(
+                "ResolvedRefs",
+                "InvalidRouteKinds",
+                format!("allowedRoutes.kinds: {} not supported on an HTTP listener", names.join(", ")),
+            );
+        }
+    }
+    section.conditions.push(Condition::ok("Accepted", "Accepted", ""));
+    section.conditions.push(resolved);
+    let info = ListenerInfo {
+        id: 0,
+        gateway: gw.clone(),
+        gateway_name: Arc::from(gw.to_string()),
+        name: Arc::from(l.name.as_str()),
+        port,
+        hostname: HostPattern::parse(l.hostname.as_deref()),
+        programmed: true,
+        allowed_namespaces,
+        allows_http_route,
+        status_index: (0, 0),
+    };
+    (section, Some(info))
+}

@@ -1,0 +1,103 @@
+//! API key policies in compiled form: keys are digests, never plaintext.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use http::HeaderName;
+use serde::{Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+/// SHA-256 of an API key: what the credential map is keyed by.
+pub type KeyDigest = [u8; 32];
+
+/// Digests a presented or configured key.
+pub fn digest(key: &[u8]) -> KeyDigest {
+    Sha256::digest(key).into()
+}
+
+/// The authentication a route requires.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Auth {
+    /// No authentication (none attached, or `disable: {}`).
+    #[default]
+    None,
+    /// API key authentication.
+    ApiKey {
+        /// The policy.
+        policy: Arc<ApiKeyPolicy>,
+    },
+    /// The policy that should protect this route could not be built: fail closed (500).
+    Invalid {
+        /// `namespace/name` of the TrafficPolicy.
+        policy: Arc<str>,
+    },
+}
+
+/// Hashes a [`KeyDigest`] by taking 8 of its bytes: the input is already a uniform
+/// cryptographic hash, so running SipHash over it again buys nothing.
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length prefix, then the bytes; keep the last 8 bytes seen.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(b);
+        }
+    }
+}
+
+/// Digest -> client id.
+pub type Credentials = HashMap<KeyDigest, Arc<str>, BuildHasherDefault<DigestHasher>>;
+
+/// A compiled `apiKeyAuth`.
+#[derive(Debug, Serialize)]
+pub struct ApiKeyPolicy {
+    /// `namespace/name` of the TrafficPolicy (metrics, logs).
+    pub name: Arc<str>,
+    /// Header sources, in list order.
+    #[serde(serialize_with = "ser_names")]
+    pub headers: Vec<HeaderName>,
+    /// Query parameter sources, in list order.
+    pub queries: Vec<String>,
+    /// Cookie sources, in list order.
+    pub cookies: Vec<String>,
+    /// Keep the key in the forwarded request.
+    pub forward_credential: bool,
+    /// Header that receives the client id.
+    #[serde(serialize_with = "ser_opt_name")]
+    pub client_id_header: Option<HeaderName>,
+    /// Digest of each key to its client id. Shown in dumps only as a count.
+    #[serde(rename = "keys", serialize_with = "ser_count")]
+    pub credentials: Credentials,
+}
+
+impl ApiKeyPolicy {
+    /// The client owning `key`, if any: one digest and one lookup.
+    pub fn client_for(&self, key: &[u8]) -> Option<&Arc<str>> {
+        self.credentials.get(&digest(key))
+    }
+}
+
+fn ser_names<S: Serializer>(n: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(n.iter().map(|n| n.as_str()))
+}
+
+fn ser_opt_name<S: Serializer>(n: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {
+    match n {
+        Some(n) => s.serialize_some(n.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_count<S: Serializer>(c: &Credentials, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(c.len() as u64)
+}
