@@ -33,10 +33,7 @@ use keyway_store::{Balance, Config, Listener, Port};
 
 pub use status::{Condition, ObjectStatus, Report, SectionStatus};
 
-/// Body of the 500 a route answers when its configuration could not be built (kgateway's
-/// wording, so clients and runbooks written for kgateway keep working).
-pub const INVALID_ROUTE_BODY: &str =
-    "invalid route configuration detected and replaced with a direct response.";
+pub use keyway_store::INVALID_ROUTE_BODY;
 
 /// Choices that are not part of the manifests.
 #[derive(Clone, Debug, Default)]

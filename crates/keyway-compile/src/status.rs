@@ -150,14 +150,23 @@ impl Report {
 
     /// One line per condition: `Kind ns/name [section] Type=Status Reason: message (origin)`.
     pub fn lines(&self) -> Vec<String> {
+        self.render(|_| true)
+    }
+
+    /// The lines of conditions that report a problem.
+    pub fn problems(&self) -> Vec<String> {
+        self.render(|c| c.problem)
+    }
+
+    fn render(&self, keep: impl Fn(&Condition) -> bool) -> Vec<String> {
         let mut out = Vec::new();
         for o in &self.objects {
             let head = format!("{} {}", o.kind, o.key);
-            for c in &o.conditions {
+            for c in o.conditions.iter().filter(|c| keep(c)) {
                 out.push(format!("{head} {c} ({})", o.origin));
             }
             for s in &o.sections {
-                for c in &s.conditions {
+                for c in s.conditions.iter().filter(|c| keep(c)) {
                     out.push(format!("{head} [{}] {c} ({})", s.section, o.origin));
                 }
             }

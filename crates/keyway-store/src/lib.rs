@@ -29,6 +29,11 @@ pub use route::{
 };
 pub use upstream::{Balance, Endpoint, Target, Upstream, WeightedBackend};
 
+/// Body of the 500 a route answers when its configuration could not be built (kgateway's
+/// wording, so clients and runbooks written for kgateway keep working).
+pub const INVALID_ROUTE_BODY: &str =
+    "invalid route configuration detected and replaced with a direct response.";
+
 /// The whole runtime configuration: listeners by port.
 #[derive(Debug, Default, Serialize)]
 pub struct Config {

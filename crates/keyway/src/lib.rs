@@ -1,1 +1,14 @@
+//! The `keyway` binary's library half: process wiring shared by `main` and the
+//! integration tests.
+//!
+//! - [`app`]: load → compile → serve → reload, for standalone mode;
+//! - [`admin`]: the admin port; [`state`]: what it reports;
+//! - [`check`]: `keyway check`'s human-readable summary;
+//! - [`echo`]: the httpbin-like sample upstream of the quickstart.
 
+pub mod admin;
+pub mod app;
+pub mod check;
+pub mod echo;
+pub mod logging;
+pub mod state;

@@ -1,0 +1,298 @@
+//! API key authentication on the request path (SPEC section 4).
+//!
+//! One pass finds the key (header sources in list order, then query sources, then cookie
+//! sources; the first present wins), one SHA-256 digest and one hash lookup check it, and
+//! on success the key is removed from every configured source unless the policy forwards
+//! it. The key itself is never logged, counted or copied beyond the digest input.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::{PathAndQuery, Uri};
+use keyway_store::route::percent_decode;
+use keyway_store::ApiKeyPolicy;
+
+/// Why a request was refused. Shown in metrics and the access log, never to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// No configured source carried a key.
+    Missing,
+    /// A key was presented but is not known.
+    Unknown,
+    /// The chosen source was present twice with different values.
+    Ambiguous,
+}
+
+impl Denied {
+    /// Metric label / log value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Denied::Missing => "missing_api_key",
+            Denied::Unknown => "unknown_api_key",
+            Denied::Ambiguous => "ambiguous_api_key",
+        }
+    }
+}
+
+/// Checks the request against `policy`; on success returns the client id, having set the
+/// client-id header and removed the key as the policy says.
+pub fn authenticate<'p>(policy: &'p ApiKeyPolicy, parts: &mut Parts) -> Result<&'p Arc<str>, Denied> {
+    let client = {
+        let key = find_key(policy, parts)?;
+        policy.client_for(key.as_bytes()).ok_or(Denied::Unknown)?
+    };
+    if let Some(h) = &policy.client_id_header {
+        if let Ok(v) = HeaderValue::from_str(client) {
+            parts.headers.insert(h.clone(), v);
+        }
+    }
+    if !policy.forward_credential {
+        strip(policy, parts);
+    }
+    Ok(client)
+}
+
+/// Finds the presented key, per SPEC 4.1.
+fn find_key<'a>(policy: &ApiKeyPolicy, parts: &'a Parts) -> Result<Cow<'a, str>, Denied> {
+    for name in &policy.headers {
+        let mut found: Option<&str> = None;
+        for v in parts.headers.get_all(name) {
+            let v = strip_bearer(v.to_str().map_err(|_| Denied::Unknown)?);
+            if v.is_empty() {
+                continue;
+            }
+            match found {
+                None => found = Some(v),
+                Some(prev) if prev == v => {}
+                Some(_) => return Err(Denied::Ambiguous),
+            }
+        }
+        if let Some(v) = found {
+            return Ok(Cow::Borrowed(v));
+        }
+    }
+    if !policy.queries.is_empty() {
+        if let Some(query) = parts.uri.query() {
+            for name in &policy.queries {
+                let mut found: Option<Cow<'a, str>> = None;
+                for (k, v) in query_pairs(query) {
+                    if percent_decode(k) != name.as_str() {
+                        continue;
+                    }
+                    let v = percent_decode(v);
+                    if v.is_empty() {
+                        continue;
+                    }
+                    match &found {
+                        None => found = Some(v),
+                        Some(prev) if *prev == v => {}
+                        Some(_) => return Err(Denied::Ambiguous),
+                    }
+                }
+                if let Some(v) = found {
+                    return Ok(v);
+                }
+            }
+        }
+    }
+    for name in &policy.cookies {
+        let mut found: Option<&str> = None;
+        for (k, v) in cookies(parts) {
+            if k != name {
+                continue;
+            }
+            let v = v.trim_matches('"');
+            if v.is_empty() {
+                continue;
+            }
+            match found {
+                None => found = Some(v),
+                Some(prev) if prev == v => {}
+                Some(_) => return Err(Denied::Ambiguous),
+            }
+        }
+        if let Some(v) = found {
+            return Ok(Cow::Borrowed(v));
+        }
+    }
+    Err(Denied::Missing)
+}
+
+/// Removes a leading `Bearer ` auth scheme, matched case-insensitively (RFC 9110 §11.1).
+fn strip_bearer(v: &str) -> &str {
+    let v = v.trim();
+    match v.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => v[7..].trim_start(),
+        _ => v,
+    }
+}
+
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+fn cookies(parts: &Parts) -> impl Iterator<Item = (&str, &str)> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| {
+            let (k, v) = c.split_once('=')?;
+            Some((k.trim(), v.trim()))
+        })
+}
+
+/// Removes the key from every configured source.
+fn strip(policy: &ApiKeyPolicy, parts: &mut Parts) {
+    for name in &policy.headers {
+        parts.headers.remove(name);
+    }
+    if !policy.queries.is_empty() {
+        if let Some(query) = parts.uri.query() {
+            let drop = |pair: &str| {
+                let name = pair.split_once('=').map_or(pair, |(k, _)| k);
+                policy.queries.iter().any(|q| percent_decode(name) == q.as_str())
+            };
+            if query.split('&').any(drop) {
+                let kept: Vec<&str> = query.split('&').filter(|p| !drop(p)).collect();
+                let path = parts.uri.path();
+                let pq = if kept.is_empty() {
+                    path.to_string()
+                } else {
+                    format!("{path}?{}", kept.join("&"))
+                };
+                if let Ok(pq) = PathAndQuery::try_from(pq) {
+                    let mut up = std::mem::take(&mut parts.uri).into_parts();
+                    up.path_and_query = Some(pq);
+                    if let Ok(uri) = Uri::from_parts(up) {
+                        parts.uri = uri;
+                    }
+                }
+            }
+        }
+    }
+    if !policy.cookies.is_empty() && parts.headers.contains_key(header::COOKIE) {
+        let values: Vec<HeaderValue> = parts.headers.get_all(header::COOKIE).iter().cloned().collect();
+        let mut kept_headers = Vec::new();
+        for v in values {
+            let Ok(s) = v.to_str() else {
+                kept_headers.push(v);
+                continue;
+            };
+            let kept: Vec<&str> = s
+                .split(';')
+                .filter(|c| {
+                    let name = c.split_once('=').map_or(c.trim(), |(k, _)| k.trim());
+                    !policy.cookies.iter().any(|n| n == name)
+                })
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
+            if kept.is_empty() {
+                continue;
+            }
+            if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+                kept_headers.push(v);
+            }
+        }
+        parts.headers.remove(header::COOKIE);
+        for v in kept_headers {
+            parts.headers.append(header::COOKIE, v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderName;
+    use keyway_store::auth::{digest, Credentials};
+
+    fn policy(headers: &[&str], queries: &[&str], cookies: &[&str], forward: bool) -> ApiKeyPolicy {
+        let mut credentials = Credentials::default();
+        credentials.insert(digest(b"k-123"), Arc::from("client1"));
+        credentials.insert(digest(b"k+456/="), Arc::from("client2"));
+        ApiKeyPolicy {
+            name: Arc::from("default/p"),
+            headers: headers.iter().map(|h| HeaderName::from_bytes(h.as_bytes()).unwrap()).collect(),
+            queries: queries.iter().map(|s| s.to_string()).collect(),
+            cookies: cookies.iter().map(|s| s.to_string()).collect(),
+            forward_credential: forward,
+            client_id_header: Some(HeaderName::from_static("x-client-id")),
+            credentials,
+        }
+    }
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::builder().uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn header_with_bearer_any_case() {
+        let p = policy(&["api-key"], &[], &[], false);
+        for v in ["k-123", "Bearer k-123", "bearer k-123", "BEARER  k-123"] {
+            let mut r = parts("/", &[("api-key", v), ("x-client-id", "forged")]);
+            assert_eq!(authenticate(&p, &mut r).unwrap().as_ref(), "client1", "{v}");
+            assert_eq!(r.headers["x-client-id"], "client1");
+            assert!(r.headers.get("api-key").is_none());
+        }
+    }
+
+    #[test]
+    fn denials() {
+        let p = policy(&["api-key"], &["api_key"], &["auth"], false);
+        assert_eq!(authenticate(&p, &mut parts("/", &[])), Err(Denied::Missing));
+        assert_eq!(authenticate(&p, &mut parts("/", &[("api-key", "")])), Err(Denied::Missing));
+        assert_eq!(authenticate(&p, &mut parts("/", &[("api-key", "nope")])), Err(Denied::Unknown));
+        assert_eq!(authenticate(&p, &mut parts("/", &[("api-key", "K-123")])), Err(Denied::Unknown));
+        let mut two = parts("/", &[("api-key", "k-123"), ("api-key", "other")]);
+        assert_eq!(authenticate(&p, &mut two), Err(Denied::Ambiguous));
+        let mut same = parts("/", &[("api-key", "k-123"), ("api-key", "k-123")]);
+        assert!(authenticate(&p, &mut same).is_ok());
+        assert_eq!(authenticate(&p, &mut parts("/?api_key=a&api_key=b", &[])), Err(Denied::Ambiguous));
+    }
+
+    #[test]
+    fn header_beats_query_beats_cookie_and_all_are_stripped() {
+        let p = policy(&["x-api-key"], &["api_key"], &["auth_token"], false);
+        let mut r = parts(
+            "/get?a=1&api_key=wrong&b=%20x",
+            &[("x-api-key", "k-123"), ("cookie", "x=1; auth_token=wrong; y=2")],
+        );
+        assert_eq!(authenticate(&p, &mut r).unwrap().as_ref(), "client1");
+        assert_eq!(r.uri.to_string(), "/get?a=1&b=%20x");
+        assert_eq!(r.headers["cookie"], "x=1; y=2");
+        assert!(r.headers.get("x-api-key").is_none());
+    }
+
+    #[test]
+    fn percent_encoded_query_key_and_cookie_alone() {
+        let p = policy(&[], &["api_key"], &["auth_token"], false);
+        let mut r = parts("/x?api_key=k%2B456%2F%3D", &[]);
+        assert_eq!(authenticate(&p, &mut r).unwrap().as_ref(), "client2");
+        assert_eq!(r.uri.to_string(), "/x");
+        let mut c = parts("/", &[("cookie", "auth_token=k-123")]);
+        assert_eq!(authenticate(&p, &mut c).unwrap().as_ref(), "client1");
+        assert!(c.headers.get("cookie").is_none());
+    }
+
+    #[test]
+    fn forward_credential_keeps_everything() {
+        let p = policy(&["api-key"], &["k"], &[], true);
+        let mut r = parts("/a?k=k-123&z=1", &[("api-key", "k-123")]);
+        authenticate(&p, &mut r).unwrap();
+        assert_eq!(r.headers["api-key"], "k-123");
+        assert_eq!(r.uri.to_string(), "/a?k=k-123&z=1");
+    }
+}

@@ -1,0 +1,134 @@
+//! Prometheus metrics. Label values are gateway, route, policy and client names and status
+//! codes: never a key, never a header value a client chose.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of `keyway_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `namespace/name` of the Gateway ("" when no listener matched).
+    pub gateway: Arc<str>,
+    /// `namespace/name` of the HTTPRoute ("" when no route matched).
+    pub route: Arc<str>,
+    /// Response status code.
+    pub code: u16,
+}
+
+/// Labels of `keyway_upstream_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// Upstream name (`Service ns/name:port`, `Backend ns/name`).
+    pub upstream: Arc<str>,
+}
+
+/// Labels of `keyway_api_key_allowed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AllowedLabels {
+    /// `namespace/name` of the TrafficPolicy.
+    pub policy: Arc<str>,
+    /// Client id (the Secret entry's name).
+    pub client: Arc<str>,
+}
+
+/// Labels of `keyway_api_key_denied_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeniedLabels {
+    /// `namespace/name` of the TrafficPolicy.
+    pub policy: Arc<str>,
+    /// `missing_api_key`, `unknown_api_key`, `ambiguous_api_key`, `invalid_policy`.
+    pub reason: &'static str,
+}
+
+/// Every metric Keyway exports, registered once at start.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by gateway, route and status code.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time to upstream response headers.
+    pub upstream_latency: Family<UpstreamLabels, Histogram>,
+    /// Requests allowed by API key auth, by policy and client.
+    pub api_key_allowed: Family<AllowedLabels, Counter>,
+    /// Requests denied by API key auth, by policy and reason.
+    pub api_key_denied: Family<DeniedLabels, Counter>,
+    /// Generation of the config being served.
+    pub config_generation: Gauge<i64, AtomicI64Shim>,
+    /// Config reloads that failed and kept the previous config.
+    pub config_reload_failures: Counter,
+}
+
+/// The atomic behind the generation gauge.
+pub type AtomicI64Shim = std::sync::atomic::AtomicI64;
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("keyway");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "HTTP requests by gateway, route and status code", requests.clone());
+        let upstream_latency = Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Time from sending a request upstream to its response headers",
+            upstream_latency.clone(),
+        );
+        let api_key_allowed = Family::<AllowedLabels, Counter>::default();
+        registry.register(
+            "api_key_allowed",
+            "Requests allowed by API key auth, by policy and client id",
+            api_key_allowed.clone(),
+        );
+        let api_key_denied = Family::<DeniedLabels, Counter>::default();
+        registry.register(
+            "api_key_denied",
+            "Requests denied by API key auth, by policy and reason",
+            api_key_denied.clone(),
+        );
+        let config_generation = Gauge::<i64, AtomicI64Shim>::default();
+        registry.register("config_generation", "Generation of the configuration being served", config_generation.clone());
+        let config_reload_failures = Counter::default();
+        registry.register(
+            "config_reload_failures",
+            "Reloads that failed and kept the previous configuration",
+            config_reload_failures.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            upstream_latency,
+            api_key_allowed,
+            api_key_denied,
+            config_generation,
+            config_reload_failures,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Milliseconds since the process started (endpoint ejection deadlines).
+pub(crate) fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+}

@@ -1,0 +1,246 @@
+//! Listening sockets: one accept loop per port, opened and closed to follow the config.
+//!
+//! [`Server::reconcile`] binds every port the current config serves and closes the ones it
+//! no longer does; a closed port stops accepting and drains its connections. Connections
+//! speak HTTP/1.1, or HTTP/2 when the client opens with the HTTP/2 preface (prior
+//! knowledge), on the same port.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::proxy::Gateway;
+
+/// How listeners are opened and connections handled.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Address every listener binds.
+    pub bind: IpAddr,
+    /// Gateway listener port -> port actually bound (0 for any free port). Tests use it to
+    /// run manifests that name fixed ports; unmapped ports are bound as written.
+    pub port_map: BTreeMap<u16, u16>,
+    /// Time a client has to send a request's headers, and the longest an HTTP/1.1
+    /// keep-alive connection may sit idle between requests.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted; bigger ones get 431.
+    pub max_header_bytes: usize,
+    /// Time in-flight requests get to finish when a port closes or the process stops.
+    pub drain_timeout: Duration,
+    /// HTTP/2 connections are pinged at this interval and closed if a ping goes unanswered.
+    pub http2_keepalive: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            port_map: BTreeMap::new(),
+            header_read_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            drain_timeout: Duration::from_secs(10),
+            http2_keepalive: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A port that failed to open.
+#[derive(Debug, Clone)]
+pub struct BindError {
+    /// The Gateway listener port.
+    pub port: u16,
+    /// The address that could not be bound.
+    pub addr: SocketAddr,
+    /// The OS error.
+    pub error: String,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "listener port {}: cannot bind {}: {}", self.port, self.addr, self.error)
+    }
+}
+
+struct PortTask {
+    local: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// The set of open listener ports.
+pub struct Server {
+    gateway: Arc<Gateway>,
+    options: ServerOptions,
+    ports: Mutex<HashMap<u16, PortTask>>,
+    bind_errors: Mutex<Vec<BindError>>,
+}
+
+impl Server {
+    /// A server with no port open yet; call [`Server::reconcile`].
+    pub fn new(gateway: Arc<Gateway>, options: ServerOptions) -> Arc<Self> {
+        Arc::new(Server {
+            gateway,
+            options,
+            ports: Mutex::new(HashMap::new()),
+            bind_errors: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The request path this server feeds.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// Opens the ports the current config serves and closes the others. Returns the ports
+    /// that could not be opened (they are retried on the next call).
+    pub async fn reconcile(self: &Arc<Self>) -> Vec<BindError> {
+        let config = self.gateway.config();
+        let wanted: Vec<u16> = config.ports.keys().copied().collect();
+        let mut errors = Vec::new();
+        let mut to_stop = Vec::new();
+        {
+            let mut ports = self.ports.lock().expect("ports lock");
+            let stale: Vec<u16> = ports.keys().filter(|p| !wanted.contains(p)).copied().collect();
+            for p in stale {
+                if let Some(t) = ports.remove(&p) {
+                    tracing::info!(port = p, addr = %t.local, "closing listener port");
+                    to_stop.push(t);
+                }
+            }
+        }
+        for t in to_stop {
+            let _ = t.stop.send(true);
+            // The task drains its own connections; do not wait for it here.
+            drop(t.task);
+        }
+        for port in wanted {
+            if self.ports.lock().expect("ports lock").contains_key(&port) {
+                continue;
+            }
+            let bind_port = self.options.port_map.get(&port).copied().unwrap_or(port);
+            let addr = SocketAddr::new(self.options.bind, bind_port);
+            match bind(addr) {
+                Ok(listener) => {
+                    let local = listener.local_addr().unwrap_or(addr);
+                    tracing::info!(port, addr = %local, "listening");
+                    let (stop, stopped) = watch::channel(false);
+                    let task = tokio::spawn(self.clone().accept_loop(port, listener, stopped));
+                    self.ports
+                        .lock()
+                        .expect("ports lock")
+                        .insert(port, PortTask { local, stop, task });
+                }
+                Err(e) => {
+                    let err = BindError {
+                        port,
+                        addr,
+                        error: e.to_string(),
+                    };
+                    tracing::error!("{err}");
+                    errors.push(err);
+                }
+            }
+        }
+        *self.bind_errors.lock().expect("bind errors lock") = errors.clone();
+        errors
+    }
+
+    /// Ports that failed to open on the last reconcile.
+    pub fn bind_errors(&self) -> Vec<BindError> {
+        self.bind_errors.lock().expect("bind errors lock").clone()
+    }
+
+    /// The address a Gateway listener port is actually bound to.
+    pub fn local_addr(&self, port: u16) -> Option<SocketAddr> {
+        self.ports.lock().expect("ports lock").get(&port).map(|t| t.local)
+    }
+
+    /// Stops accepting on every port and waits (up to the drain timeout) for in-flight
+    /// requests to finish.
+    pub async fn shutdown(&self) {
+        let tasks: Vec<PortTask> = self.ports.lock().expect("ports lock").drain().map(|(_, t)| t).collect();
+        for t in &tasks {
+            let _ = t.stop.send(true);
+        }
+        for t in tasks {
+            let _ = t.task.await;
+        }
+    }
+
+    async fn accept_loop(self: Arc<Self>, port: u16, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+        let graceful = GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.options.header_read_timeout)
+            .max_buf_size(self.options.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(self.options.http2_keepalive)
+            .max_header_list_size(self.options.max_header_bytes as u32);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(port, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => break,
+            };
+            self.serve(&builder, &graceful, port, stream, peer);
+        }
+        drop(listener);
+        let in_flight = graceful.count();
+        if in_flight > 0 {
+            tracing::info!(port, connections = in_flight, "draining connections");
+        }
+        if tokio::time::timeout(self.options.drain_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(port, "drain timeout reached; closing remaining connections");
+        }
+    }
+
+    fn serve(&self, builder: &auto::Builder<TokioExecutor>, graceful: &GracefulShutdown, port: u16, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let gateway = self.gateway.clone();
+        let service = service_fn(move |req| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(port, peer, req).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}

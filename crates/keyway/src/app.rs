@@ -1,0 +1,140 @@
+//! A running gateway: load, compile, serve, and reload, wired together.
+//!
+//! Standalone mode is `App::start` with manifest paths; every reload runs the same
+//! load → compile → swap steps, so what `keyway check` reports is exactly what `run` does.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keyway_compile::{Compiled, Options as CompileOptions};
+use keyway_dataplane::server::ServerOptions;
+use keyway_dataplane::{Gateway, Metrics, Server, Settings};
+use keyway_sources::files::{self, LoadError, Loaded};
+
+use crate::state::State;
+
+/// Everything `keyway run` is configured with.
+#[derive(Clone, Debug, Default)]
+pub struct AppOptions {
+    /// Manifest files or directories.
+    pub config: Vec<PathBuf>,
+    /// Compiler choices.
+    pub compile: CompileOptions,
+    /// Listener options.
+    pub server: ServerOptions,
+    /// Request-path settings.
+    pub settings: Settings,
+    /// Admin port address; `None` for no admin port.
+    pub admin: Option<SocketAddr>,
+}
+
+/// A running gateway.
+pub struct App {
+    /// Listener ports.
+    pub server: Arc<Server>,
+    /// Generation, report, readiness.
+    pub state: Arc<State>,
+    /// Where the admin port listens.
+    pub admin_addr: Option<SocketAddr>,
+    options: AppOptions,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+/// Loads and compiles manifests: the one pipeline `run` and `check` share.
+pub fn load_and_compile(paths: &[PathBuf], options: &CompileOptions) -> Result<(Loaded, Compiled), Vec<LoadError>> {
+    let loaded = files::load(paths)?;
+    let compiled = keyway_compile::compile(&loaded.snapshot, options);
+    Ok((loaded, compiled))
+}
+
+/// Joins load errors into one message, one per line.
+pub fn describe(errors: &[LoadError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}
+
+impl App {
+    /// Loads, compiles and starts serving. Fails if the manifests cannot be loaded.
+    pub async fn start(options: AppOptions) -> Result<Arc<App>, Vec<LoadError>> {
+        let (loaded, compiled) = load_and_compile(&options.config, &options.compile)?;
+        let metrics = Arc::new(Metrics::new());
+        let state = State::new(metrics.clone());
+        let gateway = Gateway::new(Arc::new(compiled.config), metrics, options.settings.clone());
+        let server = Server::new(gateway.clone(), options.server.clone());
+        let admin_addr = match options.admin {
+            Some(addr) => match crate::admin::spawn(addr, state.clone(), gateway).await {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    return Err(vec![LoadError {
+                        path: "--admin-address".into(),
+                        line: None,
+                        column: None,
+                        resource: None,
+                        message: format!("cannot bind {addr}: {e}"),
+                    }])
+                }
+            },
+            None => None,
+        };
+        let app = Arc::new(App {
+            server,
+            state,
+            admin_addr,
+            options,
+            reload_lock: tokio::sync::Mutex::new(()),
+        });
+        app.apply(loaded, compiled.report).await;
+        Ok(app)
+    }
+
+    /// Reloads the manifests. A load error keeps the current config and is recorded;
+    /// otherwise the new config serves every request that starts from now on.
+    pub async fn reload(&self) -> Result<u64, String> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        match load_and_compile(&self.options.config, &self.options.compile) {
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!("config not applied: {e}");
+                }
+                let msg = describe(&errors);
+                self.state.failed(msg.clone());
+                Err(msg)
+            }
+            Ok((loaded, compiled)) => {
+                self.server.gateway().swap(Arc::new(compiled.config));
+                Ok(self.apply(loaded, compiled.report).await)
+            }
+        }
+    }
+
+    async fn apply(&self, loaded: Loaded, report: keyway_compile::Report) -> u64 {
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        for line in report.problems() {
+            tracing::warn!("{line}");
+        }
+        let warnings = loaded.warnings.iter().map(ToString::to_string).collect();
+        let bind_errors = self.server.reconcile().await;
+        let generation = self.state.applied(report, warnings);
+        if bind_errors.is_empty() {
+            self.state.set_ready(true, "");
+        } else {
+            let why: Vec<String> = bind_errors.iter().map(ToString::to_string).collect();
+            self.state.set_ready(false, why.join("; "));
+        }
+        tracing::info!(generation, "configuration applied");
+        generation
+    }
+
+    /// The address a Gateway listener port is bound to.
+    pub fn addr(&self, port: u16) -> Option<SocketAddr> {
+        self.server.local_addr(port)
+    }
+
+    /// Stops accepting and drains in-flight requests.
+    pub async fn shutdown(&self) {
+        self.state.set_ready(false, "shutting down");
+        self.server.shutdown().await;
+    }
+}

@@ -1,0 +1,226 @@
+//! `keyway`: a Kubernetes Gateway API gateway with kgateway's API key authentication.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use keyway::app::{self, App, AppOptions};
+use keyway::logging::{self, LogFormat};
+use keyway_dataplane::server::ServerOptions;
+use keyway_dataplane::Settings;
+use keyway_store::upstream::Balance;
+use kube::CustomResourceExt;
+
+#[derive(Parser)]
+#[command(name = "keyway", version, about, propagate_version = true)]
+struct Cli {
+    /// Log line format (level from RUST_LOG, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Gateways defined in manifest files.
+    Run(RunArgs),
+    /// Load and compile manifests without serving; print what would be served and every
+    /// problem. Exits 1 if anything is wrong.
+    Check(ConfigArgs),
+    /// Print the CustomResourceDefinitions of TrafficPolicy and Backend as Keyway reads them.
+    Crds,
+    /// Run the httpbin-like sample upstream used by the quickstart.
+    EchoServer {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// A YAML manifest file or a directory of them (repeatable).
+    #[arg(long, short = 'c', required = true)]
+    config: Vec<PathBuf>,
+    /// Serve only Gateways of this GatewayClass (default: all).
+    #[arg(long)]
+    gateway_class: Option<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Address every Gateway listener binds.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: IpAddr,
+    /// Address of the admin port (/healthz, /readyz, /metrics, /config_dump, /status).
+    #[arg(long, default_value = "127.0.0.1:19000")]
+    admin_address: SocketAddr,
+    /// Time to wait for upstream response headers (a rule's `timeouts` overrides it).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    upstream_timeout: Duration,
+    /// Time to wait for an upstream connection.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
+    /// Time a client has to send request headers; also the idle limit of an HTTP/1.1
+    /// keep-alive connection between requests.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    header_read_timeout: Duration,
+    /// Largest request head accepted (bigger gets 431).
+    #[arg(long, default_value_t = 65536)]
+    max_header_bytes: usize,
+    /// Time in-flight requests get to finish on shutdown.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Load balancing across a backend's endpoints.
+    #[arg(long, value_enum, default_value_t = Lb::RoundRobin)]
+    lb: Lb,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Lb {
+    RoundRobin,
+    LeastRequest,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match cli.command {
+        Command::Check(args) => check(&args),
+        Command::Crds => crds(),
+        Command::Run(args) => runtime().block_on(run(args)),
+        Command::EchoServer { listen } => runtime().block_on(async move {
+            match keyway::echo::spawn(listen).await {
+                Ok(addr) => {
+                    tracing::info!(%addr, "echo server listening");
+                    let _ = tokio::signal::ctrl_c().await;
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: cannot listen on {listen}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn compile_options(args: &ConfigArgs) -> keyway_compile::Options {
+    keyway_compile::Options {
+        gateway_class: args.gateway_class.clone(),
+        ..Default::default()
+    }
+}
+
+fn check(args: &ConfigArgs) -> ExitCode {
+    match app::load_and_compile(&args.config, &compile_options(args)) {
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s); nothing would be served", errors.len());
+            ExitCode::FAILURE
+        }
+        Ok((loaded, compiled)) => {
+            let (text, problems) = keyway::check::render(&loaded, &compiled);
+            print!("{text}");
+            if problems {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+    }
+}
+
+fn crds() -> ExitCode {
+    use keyway_model::{Backend, TrafficPolicy};
+    for (i, crd) in [TrafficPolicy::crd(), Backend::crd()].iter().enumerate() {
+        if i > 0 {
+            println!("---");
+        }
+        match serde_yaml_ng::to_string(crd) {
+            Ok(y) => print!("{y}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let mut compile = compile_options(&args.config);
+    compile.balance = match args.lb {
+        Lb::RoundRobin => Balance::RoundRobin,
+        Lb::LeastRequest => Balance::LeastRequest,
+    };
+    let options = AppOptions {
+        config: args.config.config.clone(),
+        compile,
+        server: ServerOptions {
+            bind: args.bind_address,
+            header_read_timeout: args.header_read_timeout,
+            max_header_bytes: args.max_header_bytes,
+            drain_timeout: args.drain_timeout,
+            ..Default::default()
+        },
+        settings: Settings {
+            upstream_timeout: args.upstream_timeout,
+            connect_timeout: args.connect_timeout,
+            ..Default::default()
+        },
+        admin: Some(args.admin_address),
+    };
+    let app = match App::start(options).await {
+        Ok(app) => app,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} error(s); not starting", errors.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signals(&app).await;
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    app.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+async fn wait_for_signals(app: &App) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading configuration");
+                let _ = app.reload().await;
+            }
+        }
+    }
+}

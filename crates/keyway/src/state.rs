@@ -1,0 +1,92 @@
+//! What the running process knows about itself: the applied config's generation and
+//! report, the last reload error, readiness. Read by the admin port.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use keyway_compile::Report;
+use keyway_dataplane::Metrics;
+
+/// Shared, cheaply readable process state.
+pub struct State {
+    generation: AtomicU64,
+    applied_at: Mutex<Option<SystemTime>>,
+    last_error: Mutex<Option<String>>,
+    report: ArcSwap<Report>,
+    warnings: Mutex<Vec<String>>,
+    ready: AtomicBool,
+    not_ready_reason: Mutex<String>,
+    /// Metrics shared with the data plane.
+    pub metrics: Arc<Metrics>,
+}
+
+impl State {
+    /// Fresh state: generation 0, not ready.
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(State {
+            generation: AtomicU64::new(0),
+            applied_at: Mutex::new(None),
+            last_error: Mutex::new(None),
+            report: ArcSwap::from_pointee(Report::default()),
+            warnings: Mutex::new(Vec::new()),
+            ready: AtomicBool::new(false),
+            not_ready_reason: Mutex::new("no configuration applied yet".into()),
+            metrics,
+        })
+    }
+
+    /// Records a newly applied config; returns its generation.
+    pub fn applied(&self, report: Report, warnings: Vec<String>) -> u64 {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        *self.applied_at.lock().expect("lock") = Some(SystemTime::now());
+        *self.last_error.lock().expect("lock") = None;
+        *self.warnings.lock().expect("lock") = warnings;
+        self.report.store(Arc::new(report));
+        self.metrics.config_generation.set(generation as i64);
+        generation
+    }
+
+    /// Records a reload that failed; the previous config keeps serving.
+    pub fn failed(&self, error: String) {
+        self.metrics.config_reload_failures.inc();
+        *self.last_error.lock().expect("lock") = Some(error);
+    }
+
+    /// Sets readiness (first config applied and every port bound).
+    pub fn set_ready(&self, ready: bool, reason: impl Into<String>) {
+        self.ready.store(ready, Ordering::SeqCst);
+        *self.not_ready_reason.lock().expect("lock") = reason.into();
+    }
+
+    /// Whether the gateway is ready, and why not.
+    pub fn readiness(&self) -> (bool, String) {
+        (self.ready.load(Ordering::SeqCst), self.not_ready_reason.lock().expect("lock").clone())
+    }
+
+    /// Generation of the applied config (0: none yet).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The applied config's report.
+    pub fn report(&self) -> Arc<Report> {
+        self.report.load_full()
+    }
+
+    /// Summary for the admin port.
+    pub fn summary(&self) -> serde_json::Value {
+        let applied_at = self
+            .applied_at
+            .lock()
+            .expect("lock")
+            .map(|t| humantime::format_rfc3339_millis(t).to_string());
+        serde_json::json!({
+            "generation": self.generation(),
+            "applied_at": applied_at,
+            "last_error": *self.last_error.lock().expect("lock"),
+            "warnings": *self.warnings.lock().expect("lock"),
+        })
+    }
+}
