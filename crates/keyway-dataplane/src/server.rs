@@ -26,9 +26,12 @@ use crate::proxy::Gateway;
 pub struct ServerOptions {
     /// Address every listener binds.
     pub bind: IpAddr,
-    /// Gateway listener port -> port actually bound (0 for any free port). Tests use it to
-    /// run manifests that name fixed ports; unmapped ports are bound as written.
+    /// Gateway listener port -> port actually bound (0 for any free port); unmapped ports
+    /// are bound as written. Lets manifests that name port 80 run without privileges.
     pub port_map: BTreeMap<u16, u16>,
+    /// Bind every listener to a free port chosen by the OS (tests); see
+    /// [`Server::local_addr`] for where each one went.
+    pub ephemeral_ports: bool,
     /// Time a client has to send a request's headers, and the longest an HTTP/1.1
     /// keep-alive connection may sit idle between requests.
     pub header_read_timeout: Duration,
@@ -45,6 +48,7 @@ impl Default for ServerOptions {
         ServerOptions {
             bind: IpAddr::from([0, 0, 0, 0]),
             port_map: BTreeMap::new(),
+            ephemeral_ports: false,
             header_read_timeout: Duration::from_secs(30),
             max_header_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(10),
@@ -126,7 +130,10 @@ impl Server {
             if self.ports.lock().expect("ports lock").contains_key(&port) {
                 continue;
             }
-            let bind_port = self.options.port_map.get(&port).copied().unwrap_or(port);
+            let bind_port = match self.options.ephemeral_ports {
+                true => 0,
+                false => self.options.port_map.get(&port).copied().unwrap_or(port),
+            };
             let addr = SocketAddr::new(self.options.bind, bind_port);
             match bind(addr) {
                 Ok(listener) => {

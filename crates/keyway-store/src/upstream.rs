@@ -144,11 +144,15 @@ impl Upstream {
                 (false, false) => {}
             }
         }
+        // Round robin over the usable endpoints only, so skipping one does not hand its
+        // turns to its neighbour.
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| usable(i))
-            .or_else(|| (0..n).map(|k| (start + k) % n).find(|i| !exclude.contains(i)))
+        let usable_count = (0..n).filter(|&i| usable(i)).count();
+        if usable_count > 0 {
+            return (0..n).filter(|&i| usable(i)).nth(start % usable_count);
+        }
+        let left = n - exclude.len();
+        (0..n).filter(|i| !exclude.contains(i)).nth(start % left)
     }
 }
 
@@ -169,7 +173,8 @@ mod tests {
         u.endpoints[1].mark_down(100);
         let picks: Vec<_> = (0..6).map(|_| u.pick(50, 0, &[]).unwrap()).collect();
         assert!(!picks.contains(&1));
-        assert!(picks.contains(&0) && picks.contains(&2));
+        assert_eq!(picks.iter().filter(|&&p| p == 0).count(), 3, "{picks:?}");
+        assert_eq!(picks.iter().filter(|&&p| p == 2).count(), 3, "{picks:?}");
         assert_eq!(u.pick(150, 0, &[0, 2]), Some(1));
     }
 

@@ -2,8 +2,9 @@
 //! with its method, path, query and headers as JSON, the way httpbin's `/headers` and
 //! `/anything` do, so you can see exactly what the gateway forwarded.
 //!
-//! `/status/N` answers with status N; `/bytes/N` streams N bytes; any request body is
-//! read (streamed, never held) and its length and SHA-256 are reported.
+//! `/status/N` answers with status N; `/bytes/N` streams N bytes; `/delay/MS` answers after
+//! MS milliseconds; `/response-headers?k=v` adds response headers; any request body is read (streamed, never held) and its length and
+//! SHA-256 are reported, with the address of the server that answered.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -23,10 +24,15 @@ type EchoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// Serves the echo upstream on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener) {
+    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     loop {
         let Ok((stream, peer)) = listener.accept().await else { continue };
+        let local = local.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| async move { Ok::<_, Infallible>(answer(req, peer).await) });
+            let svc = service_fn(move |req| {
+                let local = local.clone();
+                async move { Ok::<_, Infallible>(answer(req, peer, &local).await) }
+            });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
@@ -42,7 +48,7 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     Ok(local)
 }
 
-async fn answer(req: Request<Incoming>, peer: SocketAddr) -> Response<EchoBody> {
+async fn answer(req: Request<Incoming>, peer: SocketAddr, server: &str) -> Response<EchoBody> {
     let (parts, mut body) = req.into_parts();
     let path = parts.uri.path().to_string();
     if let Some(code) = path.strip_prefix("/status/").and_then(|c| c.parse::<u16>().ok()) {
@@ -52,6 +58,9 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr) -> Response<EchoBody> 
     }
     if let Some(n) = path.strip_prefix("/bytes/").and_then(|c| c.parse::<usize>().ok()) {
         return stream_bytes(n);
+    }
+    if let Some(ms) = path.strip_prefix("/delay/").and_then(|c| c.parse::<u64>().ok()) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let mut hasher = Sha256::new();
     let mut len = 0usize;
@@ -86,10 +95,20 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr) -> Response<EchoBody> 
         "args": args,
         "headers": headers,
         "origin": peer.ip().to_string(),
+        "server": server,
         "body_length": len,
         "body_sha256": format!("{:x}", hasher.finalize()),
     });
     let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(&json).unwrap_or_default())).boxed());
+    if path == "/response-headers" {
+        for (k, values) in &args {
+            for v in values {
+                if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+                    r.headers_mut().append(k, v);
+                }
+            }
+        }
+    }
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json; encoding=utf-8"),

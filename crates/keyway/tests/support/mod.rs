@@ -1,0 +1,218 @@
+//! Test harness: a real Keyway and real upstreams on 127.0.0.1, driven over real sockets.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use keyway::app::{App, AppOptions};
+use keyway_dataplane::server::ServerOptions;
+use keyway_dataplane::Settings;
+use tokio::net::TcpStream;
+
+/// Starts the echo upstream on a free loopback port.
+pub async fn upstream() -> SocketAddr {
+    keyway::echo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+/// A Service `name` in `ns` with port 80 (named `http`) and an EndpointSlice sending it to
+/// `addrs`.
+pub fn service(ns: &str, name: &str, addrs: &[SocketAddr]) -> String {
+    let port = addrs.first().map(|a| a.port()).unwrap_or(1);
+    let endpoints: String = addrs
+        .iter()
+        .map(|a| format!("- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n", a.ip()))
+        .collect();
+    let endpoints = if endpoints.is_empty() { "[]\n".to_string() } else { format!("\n{endpoints}") };
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: {port}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n- {{name: http, port: {port}}}\nendpoints: {endpoints}"
+    )
+}
+
+/// A running gateway over manifests written to a temporary directory.
+pub struct Harness {
+    pub app: Arc<App>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Writes `manifests` to `config.yaml` and starts Keyway on them.
+    pub async fn start(manifests: &str) -> Harness {
+        Self::start_with(manifests, |_| {}).await
+    }
+
+    /// As [`Harness::start`], with a chance to change the options.
+    pub async fn start_with(manifests: &str, tweak: impl FnOnce(&mut AppOptions)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.yaml"), manifests).unwrap();
+        let mut options = AppOptions {
+            config: vec![dir.path().to_path_buf()],
+            server: ServerOptions {
+                bind: "127.0.0.1".parse().unwrap(),
+                ephemeral_ports: true,
+                drain_timeout: Duration::from_secs(5),
+                ..Default::default()
+            },
+            settings: Settings::default(),
+            admin: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        };
+        tweak(&mut options);
+        let app = match App::start(options).await {
+            Ok(app) => app,
+            Err(e) => panic!("gateway did not start: {e:#?}"),
+        };
+        Harness { app, dir }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    /// Replaces the manifests and reloads.
+    pub async fn rewrite(&self, manifests: &str) {
+        std::fs::write(self.config_path(), manifests).unwrap();
+        self.app.reload().await.unwrap();
+    }
+
+    /// Where the Gateway listener `port` is bound.
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        self.app.addr(port).unwrap_or_else(|| panic!("listener port {port} is not bound"))
+    }
+
+    /// GET `path` with `Host: host` on listener `port`.
+    pub async fn get(&self, port: u16, host: &str, path: &str) -> Resp {
+        self.request(port, Req::get(host, path)).await
+    }
+
+    /// Sends a request on a new connection.
+    pub async fn request(&self, port: u16, req: Req) -> Resp {
+        send(self.addr(port), req).await
+    }
+
+    /// GET on the admin port.
+    pub async fn admin(&self, path: &str) -> Resp {
+        send(self.app.admin_addr.unwrap(), Req::get("localhost", path)).await
+    }
+}
+
+/// A request to send.
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub method: http::Method,
+    pub host: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Req {
+    pub fn get(host: &str, path: &str) -> Req {
+        Req {
+            method: http::Method::GET,
+            host: host.to_string(),
+            path: path.to_string(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn method(mut self, m: &str) -> Req {
+        self.method = m.parse().unwrap();
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Req {
+        self.body = body.into();
+        self
+    }
+
+    fn build(&self) -> Request<Full<Bytes>> {
+        let mut b = Request::builder()
+            .method(self.method.clone())
+            .uri(self.path.as_str())
+            .header("host", self.host.as_str());
+        for (k, v) in &self.headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        b.body(Full::new(self.body.clone())).unwrap()
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The echo upstream's JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The values of a header as the echo upstream received it (Title-Case name).
+    pub fn upstream_header(&self, name: &str) -> Option<Vec<String>> {
+        let v = self.json();
+        let h = v["headers"].as_object()?;
+        let key = h.keys().find(|k| k.eq_ignore_ascii_case(name))?;
+        Some(h[key].as_array()?.iter().map(|s| s.as_str().unwrap_or("").to_string()).collect())
+    }
+
+    /// The single value of a header the upstream received.
+    pub fn upstream_header1(&self, name: &str) -> Option<String> {
+        self.upstream_header(name).map(|v| v.join(","))
+    }
+
+    pub fn upstream_path(&self) -> String {
+        self.json()["path"].as_str().unwrap_or("").to_string()
+    }
+
+    pub fn upstream_query(&self) -> String {
+        self.json()["query"].as_str().unwrap_or("").to_string()
+    }
+}
+
+/// Sends one HTTP/1.1 request on a fresh connection and reads the whole response.
+pub async fn send(addr: SocketAddr, req: Req) -> Resp {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req.build()))
+        .await
+        .expect("response within 30s")
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Counts which upstream answered, by the port the echo reports as the Host it was sent to.
+pub fn tally<K: Ord>(keys: impl IntoIterator<Item = K>) -> BTreeMap<K, usize> {
+    let mut m = BTreeMap::new();
+    for k in keys {
+        *m.entry(k).or_insert(0) += 1;
+    }
+    m
+}
