@@ -59,7 +59,7 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr, server: &str) -> Respo
     if let Some(n) = path.strip_prefix("/bytes/").and_then(|c| c.parse::<usize>().ok()) {
         return stream_bytes(n);
     }
-    if let Some(ms) = path.strip_prefix("/delay/").and_then(|c| c.parse::<u64>().ok()) {
+    if let Some(ms) = path.rsplit_once("/delay/").and_then(|(_, c)| c.parse::<u64>().ok()) {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let mut hasher = Sha256::new();
