@@ -216,3 +216,36 @@ pub fn tally<K: Ord>(keys: impl IntoIterator<Item = K>) -> BTreeMap<K, usize> {
     }
     m
 }
+
+/// The shared upstream test manifests (`../shared/testdata`).
+pub fn shared_testdata(rel: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata").join(rel);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What `kubectl apply` of these documents in order would leave: a later object with the
+/// same kind, namespace and name replaces the earlier one.
+pub fn kubectl_apply(docs: &[&str]) -> String {
+    let mut order: Vec<(String, String, String)> = Vec::new();
+    let mut objects: BTreeMap<(String, String, String), serde_yaml_ng::Value> = BTreeMap::new();
+    for text in docs {
+        for doc in serde_yaml_ng::Deserializer::from_str(text) {
+            let v: serde_yaml_ng::Value = serde::Deserialize::deserialize(doc).unwrap();
+            if v.is_null() {
+                continue;
+            }
+            let kind = v["kind"].as_str().unwrap_or("").to_string();
+            let ns = v["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+            let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let key = (kind, ns, name);
+            if !objects.contains_key(&key) {
+                order.push(key.clone());
+            }
+            objects.insert(key, v);
+        }
+    }
+    order
+        .iter()
+        .map(|k| format!("---\n{}", serde_yaml_ng::to_string(&objects[k]).unwrap()))
+        .collect()
+}
