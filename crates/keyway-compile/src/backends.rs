@@ -54,7 +54,11 @@ impl<'c, 'a> Resolver<'c, 'a> {
     }
 
     /// Resolves one reference made by an HTTPRoute in `from_ns`.
-    pub fn resolve(&mut self, from_ns: &str, r: &BackendRef<'_>) -> Result<Arc<Upstream>, BackendError> {
+    pub fn resolve(
+        &mut self,
+        from_ns: &str,
+        r: &BackendRef<'_>,
+    ) -> Result<Arc<Upstream>, BackendError> {
         let what = format!("{} {}/{}", r.kind, r.namespace, r.name);
         let (grant_group, grant_kind) = match (r.group, r.kind) {
             ("" | "core", "Service") => ("", "Service"),
@@ -99,11 +103,18 @@ impl<'c, 'a> Resolver<'c, 'a> {
                     message: format!("{what} not found"),
                 });
             };
-            (format!("{what}:{port}"), self.service_endpoints(&key, &svc.value, port, &what)?)
+            (
+                format!("{what}:{port}"),
+                self.service_endpoints(&key, &svc.value, port, &what)?,
+            )
         } else {
             (what.clone(), self.backend_endpoints(&key, &what)?)
         };
-        let upstream = Arc::new(Upstream::new(Arc::from(name), endpoints, self.ctx.options.balance));
+        let upstream = Arc::new(Upstream::new(
+            Arc::from(name),
+            endpoints,
+            self.ctx.options.balance,
+        ));
         self.cache.insert(cache_key, upstream.clone());
         Ok(upstream)
     }
@@ -118,7 +129,10 @@ impl<'c, 'a> Resolver<'c, 'a> {
         let spec = svc.spec.clone().unwrap_or_default();
         if spec.type_.as_deref() == Some("ExternalName") {
             let host = spec.external_name.unwrap_or_default();
-            return Ok(authority(&host, port).into_iter().map(Endpoint::new).collect());
+            return Ok(authority(&host, port)
+                .into_iter()
+                .map(Endpoint::new)
+                .collect());
         }
         let svc_port = spec.ports.iter().flatten().find(|p| p.port == port);
         let Some(svc_port) = svc_port else {
@@ -130,12 +144,9 @@ impl<'c, 'a> Resolver<'c, 'a> {
         let port_name = svc_port.name.clone().unwrap_or_default();
         let mut out: Vec<Endpoint> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        let slices = self
-            .ctx
-            .snap
-            .endpoint_slices
-            .iter()
-            .filter(|(k, s)| k.namespace == key.namespace && service_of(&s.value) == Some(&key.name));
+        let slices = self.ctx.snap.endpoint_slices.iter().filter(|(k, s)| {
+            k.namespace == key.namespace && service_of(&s.value) == Some(&key.name)
+        });
         for (_, slice) in slices {
             let slice = &slice.value;
             let Some(slice_port) = slice
@@ -164,7 +175,11 @@ impl<'c, 'a> Resolver<'c, 'a> {
         Ok(out)
     }
 
-    fn backend_endpoints(&self, key: &ObjectKey, what: &str) -> Result<Vec<Endpoint>, BackendError> {
+    fn backend_endpoints(
+        &self,
+        key: &ObjectKey,
+        what: &str,
+    ) -> Result<Vec<Endpoint>, BackendError> {
         let Some(backend) = self.ctx.snap.backends.get(key) else {
             return Err(BackendError {
                 reason: "BackendNotFound",
@@ -178,7 +193,11 @@ impl<'c, 'a> Resolver<'c, 'a> {
                 reason: "UnsupportedValue",
                 message: format!(
                     "{what}: only static backends are supported (found {})",
-                    if kinds.is_empty() { "no spec.static".to_string() } else { kinds.join(", ") }
+                    if kinds.is_empty() {
+                        "no spec.static".to_string()
+                    } else {
+                        kinds.join(", ")
+                    }
                 ),
             });
         };
@@ -189,7 +208,10 @@ impl<'c, 'a> Resolver<'c, 'a> {
                 None => {
                     return Err(BackendError {
                         reason: "UnsupportedValue",
-                        message: format!("{what}: spec.static.hosts[{i}]: {:?} port {} is not a valid address", h.host, h.port),
+                        message: format!(
+                            "{what}: spec.static.hosts[{i}]: {:?} port {} is not a valid address",
+                            h.host, h.port
+                        ),
                     })
                 }
             }

@@ -32,9 +32,10 @@ impl<'a> Context<'a> {
 
     /// Labels of a namespace (only the name label when no Namespace object was given).
     pub fn namespace_labels(&self, ns: &str) -> BTreeMap<String, String> {
-        self.ns_labels.get(ns).cloned().unwrap_or_else(|| {
-            [("kubernetes.io/metadata.name".to_string(), ns.to_string())].into()
-        })
+        self.ns_labels
+            .get(ns)
+            .cloned()
+            .unwrap_or_else(|| [("kubernetes.io/metadata.name".to_string(), ns.to_string())].into())
     }
 
     /// Whether a ReferenceGrant in `to_ns` lets `from_kind` objects in `from_ns` refer to
@@ -59,7 +60,9 @@ impl<'a> Context<'a> {
                     && spec.to.iter().any(|t| {
                         t.group == to_group
                             && t.kind == to_kind
-                            && t.name.as_deref().is_none_or(|n| n.is_empty() || n == to_name)
+                            && t.name
+                                .as_deref()
+                                .is_none_or(|n| n.is_empty() || n == to_name)
                     })
             })
     }

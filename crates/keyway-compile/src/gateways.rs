@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use keyway_model::core::Time;
-use keyway_model::gateway::{Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From};
+use keyway_model::gateway::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From,
+};
 use keyway_model::{Kind, ObjectKey};
 use keyway_store::HostPattern;
 
@@ -58,14 +60,19 @@ pub struct Gateways {
 
 impl Gateways {
     /// Listeners of one Gateway.
-    pub fn of_gateway<'a>(&'a self, key: &'a ObjectKey) -> impl Iterator<Item = &'a ListenerInfo> + 'a {
+    pub fn of_gateway<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+    ) -> impl Iterator<Item = &'a ListenerInfo> + 'a {
         self.listeners.iter().filter(move |l| &l.gateway == key)
     }
 
     /// Counts a route attached to a listener (for the listener's status).
     pub fn count_attached(&mut self, id: usize) {
         let (g, s) = self.listeners[id].status_index;
-        let n = self.statuses[g].sections[s].attached_routes.get_or_insert(0);
+        let n = self.statuses[g].sections[s]
+            .attached_routes
+            .get_or_insert(0);
         *n += 1;
     }
 }
@@ -151,7 +158,11 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
     out
 }
 
-fn listener(gw: &ObjectKey, l: &GatewayListeners, _index: usize) -> (SectionStatus, Option<ListenerInfo>) {
+fn listener(
+    gw: &ObjectKey,
+    l: &GatewayListeners,
+    _index: usize,
+) -> (SectionStatus, Option<ListenerInfo>) {
     let mut section = SectionStatus {
         section: format!("listener {}", l.name),
         attached_routes: Some(0),
@@ -206,10 +217,14 @@ fn listener(gw: &ObjectKey, l: &GatewayListeners, _index: usize) -> (SectionStat
     };
     let mut allows_http_route = true;
     let mut resolved = Condition::ok("ResolvedRefs", "ResolvedRefs", "");
-    if let Some(kinds) = routes.and_then(|r| r.kinds.as_ref()).filter(|k| !k.is_empty()) {
+    if let Some(kinds) = routes
+        .and_then(|r| r.kinds.as_ref())
+        .filter(|k| !k.is_empty())
+    {
         let (ok, bad): (Vec<_>, Vec<_>) = kinds.iter().partition(|k| {
             k.kind == "HTTPRoute"
-                && k.group.as_deref().unwrap_or("gateway.networking.k8s.io") == "gateway.networking.k8s.io"
+                && k.group.as_deref().unwrap_or("gateway.networking.k8s.io")
+                    == "gateway.networking.k8s.io"
         });
         allows_http_route = !ok.is_empty();
         if !bad.is_empty() {
@@ -217,11 +232,16 @@ fn listener(gw: &ObjectKey, l: &GatewayListeners, _index: usize) -> (SectionStat
             resolved = Condition::failed(
                 "ResolvedRefs",
                 "InvalidRouteKinds",
-                format!("allowedRoutes.kinds: {} not supported on an HTTP listener", names.join(", ")),
+                format!(
+                    "allowedRoutes.kinds: {} not supported on an HTTP listener",
+                    names.join(", ")
+                ),
             );
         }
     }
-    section.conditions.push(Condition::ok("Accepted", "Accepted", ""));
+    section
+        .conditions
+        .push(Condition::ok("Accepted", "Accepted", ""));
     section.conditions.push(resolved);
     let info = ListenerInfo {
         id: 0,

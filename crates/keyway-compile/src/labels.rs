@@ -16,10 +16,13 @@ impl Selector {
     pub fn new(sel: &LabelSelector) -> Result<Self, String> {
         Self::from_parts(
             sel.match_labels.clone().unwrap_or_default(),
-            sel.match_expressions
-                .iter()
-                .flatten()
-                .map(|e| (e.key.clone(), e.operator.clone(), e.values.clone().unwrap_or_default())),
+            sel.match_expressions.iter().flatten().map(|e| {
+                (
+                    e.key.clone(),
+                    e.operator.clone(),
+                    e.values.clone().unwrap_or_default(),
+                )
+            }),
         )
     }
 
@@ -70,7 +73,11 @@ impl Selector {
 
 impl std::fmt::Display for Selector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut parts: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut parts: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         for (k, op, values) in &self.expressions {
             parts.push(match op.as_str() {
                 "Exists" => k.clone(),
@@ -87,7 +94,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -95,20 +105,29 @@ mod tests {
         let s = Selector::from_parts(
             labels(&[("app", "api-keys")]),
             [
-                ("tier".to_string(), "NotIn".to_string(), vec!["dev".to_string()]),
+                (
+                    "tier".to_string(),
+                    "NotIn".to_string(),
+                    vec!["dev".to_string()],
+                ),
                 ("team".to_string(), "Exists".to_string(), vec![]),
             ],
         )
         .unwrap();
         assert!(s.matches(Some(&labels(&[("app", "api-keys"), ("team", "a")]))));
-        assert!(!s.matches(Some(&labels(&[("app", "api-keys"), ("team", "a"), ("tier", "dev")]))));
+        assert!(!s.matches(Some(&labels(&[
+            ("app", "api-keys"),
+            ("team", "a"),
+            ("tier", "dev")
+        ]))));
         assert!(!s.matches(Some(&labels(&[("app", "api-keys")]))));
         assert_eq!(s.to_string(), "app=api-keys,tier notin (dev),team");
     }
 
     #[test]
     fn unknown_operator_is_an_error() {
-        let err = Selector::from_parts(BTreeMap::new(), [("a".into(), "Like".into(), vec![])]).unwrap_err();
+        let err = Selector::from_parts(BTreeMap::new(), [("a".into(), "Like".into(), vec![])])
+            .unwrap_err();
         assert!(err.contains("unknown operator \"Like\""), "{err}");
     }
 }

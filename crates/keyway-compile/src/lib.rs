@@ -65,15 +65,23 @@ pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
 
     let mut ports: BTreeMap<u16, Port> = BTreeMap::new();
     for listener in gateways.listeners.iter().filter(|l| l.programmed) {
-        let entries = routes.entries.get(&listener.id).map(Vec::as_slice).unwrap_or(&[]);
+        let entries = routes
+            .entries
+            .get(&listener.id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let virtual_hosts = routes::virtual_hosts(entries);
-        ports.entry(listener.port).or_default().listeners.push(Arc::new(Listener {
-            gateway: listener.gateway_name.clone(),
-            name: listener.name.clone(),
-            port: listener.port,
-            hostname: listener.hostname.clone(),
-            virtual_hosts,
-        }));
+        ports
+            .entry(listener.port)
+            .or_default()
+            .listeners
+            .push(Arc::new(Listener {
+                gateway: listener.gateway_name.clone(),
+                name: listener.name.clone(),
+                port: listener.port,
+                hostname: listener.hostname.clone(),
+                virtual_hosts,
+            }));
     }
     for port in ports.values_mut() {
         port.listeners.sort_by_key(|l| l.hostname.specificity());
@@ -86,7 +94,9 @@ pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
         &routes.considered_policies,
         &routes.referenced_policies,
     ));
-    report.objects.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
+    report
+        .objects
+        .sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
 
     Compiled {
         config: Config { ports },

@@ -32,8 +32,15 @@ const MAX_NAME_LEN: usize = 256;
 
 /// TrafficPolicy fields that are access checks: a policy using one that Keyway cannot
 /// enforce fails closed instead of being silently ignored.
-const UNSUPPORTED_SECURITY_FIELDS: &[&str] =
-    &["extAuth", "jwtAuth", "basicAuth", "rbac", "oauth2", "acl", "csrf"];
+const UNSUPPORTED_SECURITY_FIELDS: &[&str] = &[
+    "extAuth",
+    "jwtAuth",
+    "basicAuth",
+    "rbac",
+    "oauth2",
+    "acl",
+    "csrf",
+];
 
 /// Where a policy attaches.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -91,7 +98,11 @@ impl Policies {
 
     /// The authentication of one rule on one listener. Records in `considered` every policy
     /// that competed, and returns the one that decided.
-    pub fn auth_for(&self, q: &AuthQuery<'_>, considered: &mut HashSet<usize>) -> (Auth, Option<usize>) {
+    pub fn auth_for(
+        &self,
+        q: &AuthQuery<'_>,
+        considered: &mut HashSet<usize>,
+    ) -> (Auth, Option<usize>) {
         let mut rule_level: Vec<usize> = q
             .extension_refs
             .iter()
@@ -103,7 +114,11 @@ impl Policies {
         let levels = [
             rule_level,
             self.at(&AttachPoint::Route(q.route.clone())).to_vec(),
-            self.at(&AttachPoint::Listener(q.gateway.clone(), q.listener.to_string())).to_vec(),
+            self.at(&AttachPoint::Listener(
+                q.gateway.clone(),
+                q.listener.to_string(),
+            ))
+            .to_vec(),
             self.at(&AttachPoint::Gateway(q.gateway.clone())).to_vec(),
         ];
         for mut level in levels {
@@ -134,17 +149,23 @@ impl Policies {
     ) -> Vec<ObjectStatus> {
         let mut out = Vec::new();
         for (i, e) in self.entries.iter().enumerate() {
-            let mut s = ObjectStatus::new(Kind::TrafficPolicy, e.key.clone(), e.object.origin.clone());
+            let mut s =
+                ObjectStatus::new(Kind::TrafficPolicy, e.key.clone(), e.object.origin.clone());
             let attached = e.targets_found > 0 || referenced.contains(&i);
             if !e.errors.is_empty() {
-                s.conditions.push(Condition::failed("Accepted", "Invalid", e.errors.join("; ")));
+                s.conditions.push(Condition::failed(
+                    "Accepted",
+                    "Invalid",
+                    e.errors.join("; "),
+                ));
             } else if !attached {
                 let msg = if e.has_targets {
                     format!("Policy is not attached: {}", e.missing.join("; "))
                 } else {
                     "Policy has no targetRefs or targetSelectors and no route refers to it".into()
                 };
-                s.conditions.push(Condition::failed("Accepted", "TargetNotFound", msg));
+                s.conditions
+                    .push(Condition::failed("Accepted", "TargetNotFound", msg));
             } else {
                 let mut msg = String::from("Policy accepted");
                 if !e.notes.is_empty() {
@@ -154,7 +175,11 @@ impl Policies {
                 s.conditions.push(Condition::ok("Accepted", "Valid", msg));
             }
             s.conditions.push(if !attached {
-                Condition::failed("Attached", "TargetNotFound", "Policy is not attached to targets that could not be resolved")
+                Condition::failed(
+                    "Attached",
+                    "TargetNotFound",
+                    "Policy is not attached to targets that could not be resolved",
+                )
             } else if considered.contains(&i) && !decided.contains(&i) {
                 Condition::ok(
                     "Attached",
@@ -165,7 +190,10 @@ impl Policies {
                 Condition::failed(
                     "Attached",
                     "TargetNotFound",
-                    format!("attached to the targets found; not to: {}", e.missing.join("; ")),
+                    format!(
+                        "attached to the targets found; not to: {}",
+                        e.missing.join("; ")
+                    ),
                 )
             } else {
                 Condition::ok("Attached", "Attached", "Attached to all targets")
@@ -195,7 +223,11 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Policies {
     policies
 }
 
-fn compile_one(ctx: &Context<'_>, key: &ObjectKey, obj: &Object<TrafficPolicy>) -> (Entry, Vec<AttachPoint>) {
+fn compile_one(
+    ctx: &Context<'_>,
+    key: &ObjectKey,
+    obj: &Object<TrafficPolicy>,
+) -> (Entry, Vec<AttachPoint>) {
     let policy = &obj.value;
     let spec = &policy.spec;
     let name: Arc<str> = Arc::from(key.to_string());
@@ -209,7 +241,9 @@ fn compile_one(ctx: &Context<'_>, key: &ObjectKey, obj: &Object<TrafficPolicy>) 
         .and_then(|a| a.get(WEIGHT_ANNOTATION))
         .map(|w| {
             w.trim().parse::<i64>().unwrap_or_else(|_| {
-                errors.push(format!("annotation {WEIGHT_ANNOTATION}: {w:?} is not an integer"));
+                errors.push(format!(
+                    "annotation {WEIGHT_ANNOTATION}: {w:?} is not an integer"
+                ));
                 0
             })
         })
@@ -234,7 +268,10 @@ fn compile_one(ctx: &Context<'_>, key: &ObjectKey, obj: &Object<TrafficPolicy>) 
         .filter(|k| !UNSUPPORTED_SECURITY_FIELDS.contains(k))
         .collect();
     if !ignored.is_empty() {
-        notes.push(format!("ignored (not supported by Keyway): spec.{}", ignored.join(", spec.")));
+        notes.push(format!(
+            "ignored (not supported by Keyway): spec.{}",
+            ignored.join(", spec.")
+        ));
     }
 
     // Targets.
@@ -245,12 +282,18 @@ fn compile_one(ctx: &Context<'_>, key: &ObjectKey, obj: &Object<TrafficPolicy>) 
         Some(ak) => {
             let built = api_key_auth(ctx, key, &name, ak, &mut errors);
             Some(if errors.is_empty() {
-                built.unwrap_or(Auth::Invalid { policy: name.clone() })
+                built.unwrap_or(Auth::Invalid {
+                    policy: name.clone(),
+                })
             } else {
-                Auth::Invalid { policy: name.clone() }
+                Auth::Invalid {
+                    policy: name.clone(),
+                }
             })
         }
-        None if !errors.is_empty() => Some(Auth::Invalid { policy: name.clone() }),
+        None if !errors.is_empty() => Some(Auth::Invalid {
+            policy: name.clone(),
+        }),
         None => None,
     };
 
@@ -276,7 +319,12 @@ fn compile_one(ctx: &Context<'_>, key: &ObjectKey, obj: &Object<TrafficPolicy>) 
 
 type Targets = (Vec<AttachPoint>, bool, usize, Vec<String>);
 
-fn targets(ctx: &Context<'_>, key: &ObjectKey, policy: &TrafficPolicy, errors: &mut Vec<String>) -> Targets {
+fn targets(
+    ctx: &Context<'_>,
+    key: &ObjectKey,
+    policy: &TrafficPolicy,
+    errors: &mut Vec<String>,
+) -> Targets {
     let spec = &policy.spec;
     let ns = key.namespace.as_str();
     let mut points = Vec::new();
@@ -297,7 +345,12 @@ fn targets(ctx: &Context<'_>, key: &ObjectKey, policy: &TrafficPolicy, errors: &
             ));
             continue;
         }
-        candidates.push((r.group.clone(), r.kind.clone(), r.name.clone(), r.section_name.clone()));
+        candidates.push((
+            r.group.clone(),
+            r.kind.clone(),
+            r.name.clone(),
+            r.section_name.clone(),
+        ));
     }
     for (i, s) in spec.target_selectors.iter().enumerate() {
         if !valid_target_kind(&s.kind) {
@@ -313,20 +366,27 @@ fn targets(ctx: &Context<'_>, key: &ObjectKey, policy: &TrafficPolicy, errors: &
                 .snap
                 .gateways
                 .iter()
-                .filter(|(k, g)| k.namespace == ns && selector.matches(g.value.metadata.labels.as_ref()))
+                .filter(|(k, g)| {
+                    k.namespace == ns && selector.matches(g.value.metadata.labels.as_ref())
+                })
                 .map(|(k, _)| k.name.clone())
                 .collect(),
             "HTTPRoute" => ctx
                 .snap
                 .http_routes
                 .iter()
-                .filter(|(k, r)| k.namespace == ns && selector.matches(r.value.metadata.labels.as_ref()))
+                .filter(|(k, r)| {
+                    k.namespace == ns && selector.matches(r.value.metadata.labels.as_ref())
+                })
                 .map(|(k, _)| k.name.clone())
                 .collect(),
             _ => Vec::new(),
         };
         if names.is_empty() {
-            missing.push(format!("no {} in {ns} matches targetSelectors[{i}]", s.kind));
+            missing.push(format!(
+                "no {} in {ns} matches targetSelectors[{i}]",
+                s.kind
+            ));
         }
         for n in names {
             candidates.push((s.group.clone(), s.kind.clone(), n, s.section_name.clone()));
@@ -337,27 +397,34 @@ fn targets(ctx: &Context<'_>, key: &ObjectKey, policy: &TrafficPolicy, errors: &
         let target = ObjectKey::new(ns, name.as_str());
         let wrong_group = group != GATEWAY_GROUP;
         let point = match kind.as_str() {
-            "Gateway" if !wrong_group => ctx.snap.gateways.get(&target).and_then(|g| match &section {
-                None => Some(AttachPoint::Gateway(target.clone())),
-                Some(s) => g
-                    .value
-                    .spec
-                    .listeners
-                    .iter()
-                    .any(|l| &l.name == s)
-                    .then(|| AttachPoint::Listener(target.clone(), s.clone())),
-            }),
-            "HTTPRoute" if !wrong_group => ctx.snap.http_routes.get(&target).and_then(|r| match &section {
-                None => Some(AttachPoint::Route(target.clone())),
-                Some(s) => r
-                    .value
-                    .spec
-                    .rules
-                    .iter()
-                    .flatten()
-                    .any(|rule| rule.name.as_deref() == Some(s))
-                    .then(|| AttachPoint::Rule(target.clone(), s.clone())),
-            }),
+            "Gateway" if !wrong_group => {
+                ctx.snap.gateways.get(&target).and_then(|g| match &section {
+                    None => Some(AttachPoint::Gateway(target.clone())),
+                    Some(s) => g
+                        .value
+                        .spec
+                        .listeners
+                        .iter()
+                        .any(|l| &l.name == s)
+                        .then(|| AttachPoint::Listener(target.clone(), s.clone())),
+                })
+            }
+            "HTTPRoute" if !wrong_group => {
+                ctx.snap
+                    .http_routes
+                    .get(&target)
+                    .and_then(|r| match &section {
+                        None => Some(AttachPoint::Route(target.clone())),
+                        Some(s) => r
+                            .value
+                            .spec
+                            .rules
+                            .iter()
+                            .flatten()
+                            .any(|rule| rule.name.as_deref() == Some(s))
+                            .then(|| AttachPoint::Rule(target.clone(), s.clone())),
+                    })
+            }
             _ => None,
         };
         match point {
@@ -420,13 +487,17 @@ fn api_key_auth(
     for (i, src) in ak.key_sources.iter().enumerate() {
         let at = format!("spec.apiKeyAuth.keySources[{i}]");
         if src.header.is_none() && src.query.is_none() && src.cookie.is_none() {
-            errors.push(format!("{at}: at least one of header, query and cookie must be set"));
+            errors.push(format!(
+                "{at}: at least one of header, query and cookie must be set"
+            ));
         }
         if let Some(h) = &src.header {
             if check_len(&format!("{at}.header"), h, errors) {
                 match HeaderName::from_bytes(h.as_bytes()) {
                     Ok(n) => headers.push(n),
-                    Err(_) => errors.push(format!("{at}.header: {h:?} is not a valid HTTP header name")),
+                    Err(_) => errors.push(format!(
+                        "{at}.header: {h:?} is not a valid HTTP header name"
+                    )),
                 }
             }
         }
@@ -491,7 +562,10 @@ fn api_key_auth(
 
 fn check_len(at: &str, v: &str, errors: &mut Vec<String>) -> bool {
     if v.is_empty() || v.len() > MAX_NAME_LEN {
-        errors.push(format!("{at}: must be 1 to {MAX_NAME_LEN} characters (is {})", v.len()));
+        errors.push(format!(
+            "{at}: must be 1 to {MAX_NAME_LEN} characters (is {})",
+            v.len()
+        ));
         false
     } else {
         true
@@ -505,8 +579,15 @@ fn is_token_byte(b: u8) -> bool {
 fn is_reserved_header(n: &HeaderName) -> bool {
     matches!(
         n.as_str(),
-        "host" | "connection" | "keep-alive" | "transfer-encoding" | "te" | "upgrade" | "content-length"
-            | "proxy-connection" | "trailer"
+        "host"
+            | "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "upgrade"
+            | "content-length"
+            | "proxy-connection"
+            | "trailer"
     )
 }
 
@@ -517,11 +598,17 @@ fn secrets<'a>(
     ak: &ApiKeyAuth,
     errors: &mut Vec<String>,
 ) -> Vec<(&'a ObjectKey, &'a Secret)> {
-    let from = (keyway_model::kgateway::GROUP, "TrafficPolicy", key.namespace.as_str());
+    let from = (
+        keyway_model::kgateway::GROUP,
+        "TrafficPolicy",
+        key.namespace.as_str(),
+    );
     if let Some(r) = &ak.secret_ref {
         let ns = r.namespace.clone().unwrap_or_else(|| key.namespace.clone());
         let at = "spec.apiKeyAuth.secretRef";
-        if r.group.as_deref().is_some_and(|g| !g.is_empty()) || r.kind.as_deref().is_some_and(|k| k != "Secret") {
+        if r.group.as_deref().is_some_and(|g| !g.is_empty())
+            || r.kind.as_deref().is_some_and(|k| k != "Secret")
+        {
             errors.push(format!(
                 "{at}: must refer to a core Secret (group \"\", kind Secret), not {}/{}",
                 r.group.as_deref().unwrap_or(""),
@@ -540,10 +627,17 @@ fn secrets<'a>(
             ));
             return Vec::new();
         }
-        return match ctx.snap.secrets.get_key_value(&ObjectKey::new(ns.as_str(), r.name.as_str())) {
+        return match ctx
+            .snap
+            .secrets
+            .get_key_value(&ObjectKey::new(ns.as_str(), r.name.as_str()))
+        {
             Some((k, s)) => vec![(k, &s.value)],
             None => {
-                errors.push(format!("API key secret {}: Secret {ns}/{} not found", r.name, r.name));
+                errors.push(format!(
+                    "API key secret {}: Secret {ns}/{} not found",
+                    r.name, r.name
+                ));
                 Vec::new()
             }
         };
@@ -564,7 +658,8 @@ fn secrets<'a>(
         .iter()
         .filter(|(k, s)| {
             selector.matches(s.value.metadata.labels.as_ref())
-                && (k.namespace == key.namespace || ctx.grant_allows(from, ("", "Secret", &k.namespace, &k.name)))
+                && (k.namespace == key.namespace
+                    || ctx.grant_allows(from, ("", "Secret", &k.namespace, &k.name)))
         })
         .map(|(k, s)| (k, &s.value))
         .collect();
@@ -606,16 +701,28 @@ fn credentials(secrets: &[(&ObjectKey, &Secret)], errors: &mut Vec<String>) -> C
         }
     }
     if !dup_errors.is_empty() {
-        errors.push(format!("errors processing API key secrets: {}", dup_errors.join("; ")));
+        errors.push(format!(
+            "errors processing API key secrets: {}",
+            dup_errors.join("; ")
+        ));
     } else if out.is_empty() && !secrets.is_empty() {
         let names: Vec<String> = secrets.iter().map(|(k, _)| k.to_string()).collect();
-        errors.push(format!("no valid API keys found in secrets ({})", names.join(", ")));
+        errors.push(format!(
+            "no valid API keys found in secrets ({})",
+            names.join(", ")
+        ));
     }
     out
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }

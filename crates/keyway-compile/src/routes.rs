@@ -8,7 +8,8 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use keyway_model::gateway::{
-    HttpRoute, HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
+    HttpRoute, HttpRouteRules, HttpRouteRulesFilters,
+    HttpRouteRulesFiltersRequestRedirectPathType as RedirectPathType,
     HttpRouteRulesFiltersRequestRedirectScheme as Scheme, HttpRouteRulesFiltersType as FilterType,
     HttpRouteRulesFiltersUrlRewritePathType as RewritePathType, HttpRouteRulesMatches,
     HttpRouteRulesMatchesHeadersType as HeaderType, HttpRouteRulesMatchesMethod as M,
@@ -16,8 +17,8 @@ use keyway_model::gateway::{
 };
 use keyway_model::{Kind, Object, ObjectKey};
 use keyway_store::{
-    Action, Forward, HeaderFilter, HeaderMatch, HostPattern, PathMatch, PathRewrite, QueryMatch, Redirect, Rewrite,
-    Route, RouteMatch, Target, ValueMatch, VirtualHost, WeightedBackend,
+    Action, Forward, HeaderFilter, HeaderMatch, HostPattern, PathMatch, PathRewrite, QueryMatch,
+    Redirect, Rewrite, Route, RouteMatch, Target, ValueMatch, VirtualHost, WeightedBackend,
 };
 
 use crate::backends::{BackendRef, Resolver};
@@ -37,7 +38,16 @@ pub struct RouteEntry {
     order: Order,
 }
 
-type Order = (u8, std::cmp::Reverse<usize>, bool, std::cmp::Reverse<usize>, std::cmp::Reverse<usize>, (bool, Option<i128>, ObjectKey), usize, usize);
+type Order = (
+    u8,
+    std::cmp::Reverse<usize>,
+    bool,
+    std::cmp::Reverse<usize>,
+    std::cmp::Reverse<usize>,
+    (bool, Option<i128>, ObjectKey),
+    usize,
+    usize,
+);
 
 /// Output of the route pass.
 #[derive(Debug, Default)]
@@ -70,13 +80,21 @@ pub(crate) fn compile(ctx: &Context<'_>, gateways: &mut Gateways, policies: &Pol
     let mut resolver = Resolver::new(ctx);
     for (key, obj) in &ctx.snap.http_routes {
         let mut status = ObjectStatus::new(Kind::HttpRoute, key.clone(), obj.origin.clone());
-        let (rules, resolved, replaced) = compile_rules(ctx, &mut resolver, key, &obj.value, policies, &mut out);
+        let (rules, resolved, replaced) =
+            compile_rules(ctx, &mut resolver, key, &obj.value, policies, &mut out);
         let route_name: Arc<str> = Arc::from(key.to_string());
         let age = age_key(obj.value.metadata.creation_timestamp.as_ref(), key);
         let mut attached_to: HashSet<usize> = HashSet::new();
         for parent in obj.value.spec.parent_refs.iter().flatten() {
-            let pns = parent.namespace.clone().unwrap_or_else(|| key.namespace.clone());
-            let mut label = format!("parent {} {pns}/{}", parent.kind.as_deref().unwrap_or("Gateway"), parent.name);
+            let pns = parent
+                .namespace
+                .clone()
+                .unwrap_or_else(|| key.namespace.clone());
+            let mut label = format!(
+                "parent {} {pns}/{}",
+                parent.kind.as_deref().unwrap_or("Gateway"),
+                parent.name
+            );
             if let Some(s) = &parent.section_name {
                 label.push_str(&format!(" section {s}"));
             }
@@ -93,7 +111,9 @@ pub(crate) fn compile(ctx: &Context<'_>, gateways: &mut Gateways, policies: &Pol
                 Ok(listeners) => {
                     section.conditions.push(match &replaced {
                         None => Condition::ok("Accepted", "Accepted", ""),
-                        Some(msg) => Condition::failed("Accepted", "RouteRuleReplaced", msg.clone()),
+                        Some(msg) => {
+                            Condition::failed("Accepted", "RouteRuleReplaced", msg.clone())
+                        }
                     });
                     for (lid, hostnames) in listeners {
                         if !attached_to.insert(lid) {
@@ -104,15 +124,34 @@ pub(crate) fn compile(ctx: &Context<'_>, gateways: &mut Gateways, policies: &Pol
                         if !listener.programmed {
                             continue;
                         }
-                        place(&mut out, policies, &listener, key, &route_name, &age, &rules, hostnames);
+                        place(
+                            &mut out,
+                            policies,
+                            &listener,
+                            key,
+                            &route_name,
+                            &age,
+                            &rules,
+                            hostnames,
+                        );
                     }
                 }
             }
             section.conditions.push(resolved.clone());
             status.sections.push(section);
         }
-        if obj.value.spec.parent_refs.as_ref().is_none_or(Vec::is_empty) {
-            status.conditions.push(Condition::failed("Accepted", "NoMatchingParent", "the route has no parentRefs"));
+        if obj
+            .value
+            .spec
+            .parent_refs
+            .as_ref()
+            .is_none_or(Vec::is_empty)
+        {
+            status.conditions.push(Condition::failed(
+                "Accepted",
+                "NoMatchingParent",
+                "the route has no parentRefs",
+            ));
         }
         out.statuses.push(status);
     }
@@ -131,13 +170,16 @@ fn place(
     hostnames: Vec<HostPattern>,
 ) {
     for rule in rules {
-        let (auth, decided) = policies.auth_for(&AuthQuery {
-            gateway: &listener.gateway,
-            listener: &listener.name,
-            route: key,
-            rule_name: rule.name.as_deref(),
-            extension_refs: &rule.extension_refs,
-        }, &mut out.considered_policies);
+        let (auth, decided) = policies.auth_for(
+            &AuthQuery {
+                gateway: &listener.gateway,
+                listener: &listener.name,
+                route: key,
+                rule_name: rule.name.as_deref(),
+                extension_refs: &rule.extension_refs,
+            },
+            &mut out.considered_policies,
+        );
         if let Some(d) = decided {
             out.decided_policies.insert(d);
         }
@@ -168,11 +210,14 @@ fn place(
                 action: rule.action.clone(),
                 timeout: rule.timeout,
             });
-            out.entries.entry(listener.id).or_default().push(RouteEntry {
-                route,
-                hostnames: hostnames.clone(),
-                order,
-            });
+            out.entries
+                .entry(listener.id)
+                .or_default()
+                .push(RouteEntry {
+                    route,
+                    hostnames: hostnames.clone(),
+                    order,
+                });
         }
     }
 }
@@ -198,11 +243,20 @@ fn attach(
     let gw = ObjectKey::new(pns, parent.name.as_str());
     let all: Vec<&ListenerInfo> = gateways.of_gateway(&gw).collect();
     if !ctx.snap.gateways.contains_key(&gw) {
-        return Err(Condition::failed("Accepted", "NoMatchingParent", format!("Gateway {gw} not found")));
+        return Err(Condition::failed(
+            "Accepted",
+            "NoMatchingParent",
+            format!("Gateway {gw} not found"),
+        ));
     }
     let candidates: Vec<&ListenerInfo> = all
         .into_iter()
-        .filter(|l| parent.section_name.as_ref().is_none_or(|s| l.name.as_ref() == s))
+        .filter(|l| {
+            parent
+                .section_name
+                .as_ref()
+                .is_none_or(|s| l.name.as_ref() == s)
+        })
         .filter(|l| parent.port.is_none_or(|p| i32::from(l.port) == p))
         .collect();
     if candidates.is_empty() {
@@ -216,7 +270,9 @@ fn attach(
         return Err(Condition::failed(
             "Accepted",
             "NoMatchingParent",
-            format!("Gateway {gw} has no HTTP listener {}", what.join(" ")).trim_end().to_string(),
+            format!("Gateway {gw} has no HTTP listener {}", what.join(" "))
+                .trim_end()
+                .to_string(),
         ));
     }
     let ns_labels = ctx.namespace_labels(&key.namespace);
@@ -233,16 +289,23 @@ fn attach(
         return Err(Condition::failed(
             "Accepted",
             "NotAllowedByListeners",
-            format!("no listener of Gateway {gw} allows HTTPRoutes from namespace {}", key.namespace),
+            format!(
+                "no listener of Gateway {gw} allows HTTPRoutes from namespace {}",
+                key.namespace
+            ),
         ));
     }
-    let route_hosts: Vec<HostPattern> = match obj.value.spec.hostnames.as_ref().filter(|h| !h.is_empty()) {
-        None => vec![HostPattern::Any],
-        Some(h) => h.iter().map(|h| HostPattern::parse(Some(h))).collect(),
-    };
+    let route_hosts: Vec<HostPattern> =
+        match obj.value.spec.hostnames.as_ref().filter(|h| !h.is_empty()) {
+            None => vec![HostPattern::Any],
+            Some(h) => h.iter().map(|h| HostPattern::parse(Some(h))).collect(),
+        };
     let mut out = Vec::new();
     for l in allowed {
-        let mut hosts: Vec<HostPattern> = route_hosts.iter().filter_map(|h| l.hostname.intersect(h)).collect();
+        let mut hosts: Vec<HostPattern> = route_hosts
+            .iter()
+            .filter_map(|h| l.hostname.intersect(h))
+            .collect();
         hosts.dedup();
         if !hosts.is_empty() {
             out.push((l.id, hosts));
@@ -274,7 +337,11 @@ fn compile_rules(
     for (index, rule) in route.spec.rules.iter().flatten().enumerate() {
         let mut problems = Vec::new();
         let matches = compile_matches(rule, &mut problems);
-        let filters = compile_filters(rule.filters.as_deref().unwrap_or(&[]), &matches, &mut problems);
+        let filters = compile_filters(
+            rule.filters.as_deref().unwrap_or(&[]),
+            &matches,
+            &mut problems,
+        );
         let mut extension_refs = Vec::new();
         for name in &filters.extension_refs {
             let pk = ObjectKey::new(key.namespace.as_str(), name.as_str());
@@ -288,14 +355,15 @@ fn compile_rules(
         }
         let timeout = rule.timeouts.as_ref().and_then(|t| {
             let parse = |s: &Option<String>, field: &str, problems: &mut Vec<String>| {
-                s.as_ref().and_then(|s| match s.parse::<gateway_api::Duration>() {
-                    Ok(d) if d.is_zero() => None,
-                    Ok(d) => Some(Duration::from_millis(d.as_millis() as u64)),
-                    Err(e) => {
-                        problems.push(format!("timeouts.{field}: {e}"));
-                        None
-                    }
-                })
+                s.as_ref()
+                    .and_then(|s| match s.parse::<gateway_api::Duration>() {
+                        Ok(d) if d.is_zero() => None,
+                        Ok(d) => Some(Duration::from_millis(d.as_millis() as u64)),
+                        Err(e) => {
+                            problems.push(format!("timeouts.{field}: {e}"));
+                            None
+                        }
+                    })
             };
             let a = parse(&t.request, "request", &mut problems);
             let b = parse(&t.backend_request, "backendRequest", &mut problems);
@@ -310,7 +378,19 @@ fn compile_rules(
         } else if let Some(redirect) = filters.redirect {
             Action::Redirect(redirect)
         } else {
-            forward(ctx, resolver, key, rule, filters.request, filters.response, filters.rewrite, &matches, &mut unresolved, &mut replaced, index)
+            forward(
+                ctx,
+                resolver,
+                key,
+                rule,
+                filters.request,
+                filters.response,
+                filters.rewrite,
+                &matches,
+                &mut unresolved,
+                &mut replaced,
+                index,
+            )
         };
         rules.push(CompiledRule {
             index,
@@ -326,7 +406,11 @@ fn compile_rules(
         Some((reason, _)) => Condition::failed(
             "ResolvedRefs",
             *reason,
-            unresolved.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; "),
+            unresolved
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
         ),
     };
     let replaced = (!replaced.is_empty()).then(|| replaced.join("; "));
@@ -381,20 +465,31 @@ fn forward(
             .filters
             .iter()
             .flatten()
-            .filter_map(|f| serde_json::to_value(f).ok().and_then(|v| serde_json::from_value(v).ok()))
+            .filter_map(|f| {
+                serde_json::to_value(f)
+                    .ok()
+                    .and_then(|v| serde_json::from_value(v).ok())
+            })
             .collect();
         let filters = compile_filters(&converted, matches, &mut problems);
         if filters.redirect.is_some() || !filters.extension_refs.is_empty() {
-            problems.push("RequestRedirect and ExtensionRef are not supported on a backendRef".into());
+            problems
+                .push("RequestRedirect and ExtensionRef are not supported on a backendRef".into());
         }
         let target = if !problems.is_empty() {
-            replaced.push(format!("Replaced Rule ({index}) backendRefs[{bi}]: {}", problems.join("; ")));
+            replaced.push(format!(
+                "Replaced Rule ({index}) backendRefs[{bi}]: {}",
+                problems.join("; ")
+            ));
             Target::Invalid(Arc::from(problems.join("; ")))
         } else {
             match resolver.resolve(&key.namespace, &bref) {
                 Ok(u) => Target::Upstream(u),
                 Err(e) => {
-                    unresolved.push((e.reason, format!("rules[{index}].backendRefs[{bi}]: {}", e.message)));
+                    unresolved.push((
+                        e.reason,
+                        format!("rules[{index}].backendRefs[{bi}]: {}", e.message),
+                    ));
                     Target::Invalid(Arc::from(e.message))
                 }
             }
@@ -442,7 +537,9 @@ fn compile_matches(rule: &HttpRouteRules, problems: &mut Vec<String>) -> Vec<Rou
                         continue;
                     }
                     PathType::Exact => PathMatch::Exact(value),
-                    PathType::PathPrefix => PathMatch::Prefix(value.trim_end_matches('/').to_string()),
+                    PathType::PathPrefix => {
+                        PathMatch::Prefix(value.trim_end_matches('/').to_string())
+                    }
                     PathType::RegularExpression => match full_regex(&value) {
                         Ok(r) => PathMatch::Regex(r),
                         Err(e) => {
@@ -468,7 +565,10 @@ fn compile_matches(rule: &HttpRouteRules, problems: &mut Vec<String>) -> Vec<Rou
         let mut seen = HashSet::new();
         for (hi, h) in m.headers.iter().flatten().enumerate() {
             let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-                problems.push(format!("{at}.headers[{hi}].name {:?} is not a header name", h.name));
+                problems.push(format!(
+                    "{at}.headers[{hi}].name {:?} is not a header name",
+                    h.name
+                ));
                 continue;
             };
             if !seen.insert(name.clone()) {
@@ -479,7 +579,9 @@ fn compile_matches(rule: &HttpRouteRules, problems: &mut Vec<String>) -> Vec<Rou
                 HeaderType::RegularExpression => match full_regex(&h.value) {
                     Ok(r) => ValueMatch::Regex(r),
                     Err(e) => {
-                        problems.push(format!("{at}.headers[{hi}]: invalid regular expression: {e}"));
+                        problems.push(format!(
+                            "{at}.headers[{hi}]: invalid regular expression: {e}"
+                        ));
                         continue;
                     }
                 },
@@ -497,7 +599,9 @@ fn compile_matches(rule: &HttpRouteRules, problems: &mut Vec<String>) -> Vec<Rou
                 QueryType::RegularExpression => match full_regex(&q.value) {
                     Ok(r) => ValueMatch::Regex(r),
                     Err(e) => {
-                        problems.push(format!("{at}.queryParams[{qi}]: invalid regular expression: {e}"));
+                        problems.push(format!(
+                            "{at}.queryParams[{qi}]: invalid regular expression: {e}"
+                        ));
                         continue;
                     }
                 },
@@ -517,8 +621,18 @@ fn compile_matches(rule: &HttpRouteRules, problems: &mut Vec<String>) -> Vec<Rou
     out
 }
 
-fn full_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    regex::Regex::new(&format!("^(?:{pattern})$"))
+/// A regex that must match the whole value; the error is one line naming the pattern.
+fn full_regex(pattern: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+        let text = e.to_string();
+        let why = text
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim_start_matches("error: ")
+            .to_string();
+        format!("{pattern:?}: {why}")
+    })
 }
 
 #[derive(Default)]
@@ -530,31 +644,58 @@ struct Filters {
     extension_refs: Vec<String>,
 }
 
-fn compile_filters(list: &[HttpRouteRulesFilters], matches: &[RouteMatch], problems: &mut Vec<String>) -> Filters {
+fn compile_filters(
+    list: &[HttpRouteRulesFilters],
+    matches: &[RouteMatch],
+    problems: &mut Vec<String>,
+) -> Filters {
     let mut out = Filters::default();
     for (i, f) in list.iter().enumerate() {
         let at = format!("filters[{i}]");
         match f.r#type {
             FilterType::RequestHeaderModifier => {
                 if let Some(m) = &f.request_header_modifier {
-                    let set = m.set.iter().flatten().map(|p| (p.name.as_str(), p.value.as_str()));
-                    let add = m.add.iter().flatten().map(|p| (p.name.as_str(), p.value.as_str()));
+                    let set = m
+                        .set
+                        .iter()
+                        .flatten()
+                        .map(|p| (p.name.as_str(), p.value.as_str()));
+                    let add = m
+                        .add
+                        .iter()
+                        .flatten()
+                        .map(|p| (p.name.as_str(), p.value.as_str()));
                     out.request = header_filter(&at, set, add, m.remove.iter().flatten(), problems);
                 }
             }
             FilterType::ResponseHeaderModifier => {
                 if let Some(m) = &f.response_header_modifier {
-                    let set = m.set.iter().flatten().map(|p| (p.name.as_str(), p.value.as_str()));
-                    let add = m.add.iter().flatten().map(|p| (p.name.as_str(), p.value.as_str()));
-                    out.response = header_filter(&at, set, add, m.remove.iter().flatten(), problems);
+                    let set = m
+                        .set
+                        .iter()
+                        .flatten()
+                        .map(|p| (p.name.as_str(), p.value.as_str()));
+                    let add = m
+                        .add
+                        .iter()
+                        .flatten()
+                        .map(|p| (p.name.as_str(), p.value.as_str()));
+                    out.response =
+                        header_filter(&at, set, add, m.remove.iter().flatten(), problems);
                 }
             }
             FilterType::RequestRedirect => {
-                let Some(r) = &f.request_redirect else { continue };
+                let Some(r) = &f.request_redirect else {
+                    continue;
+                };
                 let status = match r.status_code.unwrap_or(302) {
-                    c @ (301 | 302 | 303 | 307 | 308) => StatusCode::from_u16(c as u16).unwrap_or(StatusCode::FOUND),
+                    c @ (301 | 302 | 303 | 307 | 308) => {
+                        StatusCode::from_u16(c as u16).unwrap_or(StatusCode::FOUND)
+                    }
                     c => {
-                        problems.push(format!("{at}.requestRedirect.statusCode {c} is not 301, 302, 303, 307 or 308"));
+                        problems.push(format!(
+                            "{at}.requestRedirect.statusCode {c} is not 301, 302, 303, 307 or 308"
+                        ));
                         continue;
                     }
                 };
@@ -601,7 +742,9 @@ fn compile_filters(list: &[HttpRouteRulesFilters], matches: &[RouteMatch], probl
                 });
                 if let Some(h) = &r.hostname {
                     if HeaderValue::from_str(h).is_err() {
-                        problems.push(format!("{at}.urlRewrite.hostname {h:?} is not a valid host"));
+                        problems.push(format!(
+                            "{at}.urlRewrite.hostname {h:?} is not a valid host"
+                        ));
                     }
                 }
                 out.rewrite = Some(Rewrite {
@@ -621,7 +764,10 @@ fn compile_filters(list: &[HttpRouteRulesFilters], matches: &[RouteMatch], probl
                 }
             }
             FilterType::RequestMirror | FilterType::Cors => {
-                problems.push(format!("{at}: filter type {:?} is not supported by Keyway", f.r#type));
+                problems.push(format!(
+                    "{at}: filter type {:?} is not supported by Keyway",
+                    f.r#type
+                ));
             }
         }
     }
@@ -652,8 +798,13 @@ fn path_rewrite(
             problems.push(format!("{at}: ReplacePrefixMatch needs replacePrefixMatch"));
             return None;
         };
-        if !matches.iter().all(|m| matches!(m.path, PathMatch::Prefix(_))) {
-            problems.push(format!("{at}: ReplacePrefixMatch needs every match of the rule to be a PathPrefix"));
+        if !matches
+            .iter()
+            .all(|m| matches!(m.path, PathMatch::Prefix(_)))
+        {
+            problems.push(format!(
+                "{at}: ReplacePrefixMatch needs every match of the rule to be a PathPrefix"
+            ));
             return None;
         }
         Some(PathRewrite::Prefix(p.clone()))
@@ -667,10 +818,15 @@ fn header_filter<'a>(
     remove: impl Iterator<Item = &'a String>,
     problems: &mut Vec<String>,
 ) -> HeaderFilter {
-    let mut pair = |(n, v): (&str, &str)| match (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+    let mut pair = |(n, v): (&str, &str)| match (
+        HeaderName::from_bytes(n.as_bytes()),
+        HeaderValue::from_str(v),
+    ) {
         (Ok(n), Ok(v)) => Some((n, v)),
         _ => {
-            problems.push(format!("{at}: header {n:?} with value {v:?} is not valid HTTP"));
+            problems.push(format!(
+                "{at}: header {n:?} with value {v:?} is not valid HTTP"
+            ));
             None
         }
     };

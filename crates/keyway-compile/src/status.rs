@@ -43,7 +43,11 @@ impl Condition {
     }
 
     /// A `False` condition that reports a problem.
-    pub fn failed(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn failed(
+        type_: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Condition {
             type_,
             status: false,
@@ -54,7 +58,11 @@ impl Condition {
     }
 
     /// A `True` condition that reports a problem (`Conflicted=True`).
-    pub fn raised(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn raised(
+        type_: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Condition {
             status: true,
             ..Condition::failed(type_, reason, message)

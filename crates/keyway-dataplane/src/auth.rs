@@ -38,7 +38,10 @@ impl Denied {
 
 /// Checks the request against `policy`; on success returns the client id, having set the
 /// client-id header and removed the key as the policy says.
-pub fn authenticate<'p>(policy: &'p ApiKeyPolicy, parts: &mut Parts) -> Result<&'p Arc<str>, Denied> {
+pub fn authenticate<'p>(
+    policy: &'p ApiKeyPolicy,
+    parts: &mut Parts,
+) -> Result<&'p Arc<str>, Denied> {
     let client = {
         let key = find_key(policy, parts)?;
         policy.client_for(key.as_bytes()).ok_or(Denied::Unknown)?
@@ -158,7 +161,10 @@ fn strip(policy: &ApiKeyPolicy, parts: &mut Parts) {
         if let Some(query) = parts.uri.query() {
             let drop = |pair: &str| {
                 let name = pair.split_once('=').map_or(pair, |(k, _)| k);
-                policy.queries.iter().any(|q| percent_decode(name) == q.as_str())
+                policy
+                    .queries
+                    .iter()
+                    .any(|q| percent_decode(name) == q.as_str())
             };
             if query.split('&').any(drop) {
                 let kept: Vec<&str> = query.split('&').filter(|p| !drop(p)).collect();
@@ -179,7 +185,12 @@ fn strip(policy: &ApiKeyPolicy, parts: &mut Parts) {
         }
     }
     if !policy.cookies.is_empty() && parts.headers.contains_key(header::COOKIE) {
-        let values: Vec<HeaderValue> = parts.headers.get_all(header::COOKIE).iter().cloned().collect();
+        let values: Vec<HeaderValue> = parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .cloned()
+            .collect();
         let mut kept_headers = Vec::new();
         for v in values {
             let Ok(s) = v.to_str() else {
@@ -221,7 +232,10 @@ mod tests {
         credentials.insert(digest(b"k+456/="), Arc::from("client2"));
         ApiKeyPolicy {
             name: Arc::from("default/p"),
-            headers: headers.iter().map(|h| HeaderName::from_bytes(h.as_bytes()).unwrap()).collect(),
+            headers: headers
+                .iter()
+                .map(|h| HeaderName::from_bytes(h.as_bytes()).unwrap())
+                .collect(),
             queries: queries.iter().map(|s| s.to_string()).collect(),
             cookies: cookies.iter().map(|s| s.to_string()).collect(),
             forward_credential: forward,
@@ -253,14 +267,26 @@ mod tests {
     fn denials() {
         let p = policy(&["api-key"], &["api_key"], &["auth"], false);
         assert_eq!(authenticate(&p, &mut parts("/", &[])), Err(Denied::Missing));
-        assert_eq!(authenticate(&p, &mut parts("/", &[("api-key", "")])), Err(Denied::Missing));
-        assert_eq!(authenticate(&p, &mut parts("/", &[("api-key", "nope")])), Err(Denied::Unknown));
-        assert_eq!(authenticate(&p, &mut parts("/", &[("api-key", "K-123")])), Err(Denied::Unknown));
+        assert_eq!(
+            authenticate(&p, &mut parts("/", &[("api-key", "")])),
+            Err(Denied::Missing)
+        );
+        assert_eq!(
+            authenticate(&p, &mut parts("/", &[("api-key", "nope")])),
+            Err(Denied::Unknown)
+        );
+        assert_eq!(
+            authenticate(&p, &mut parts("/", &[("api-key", "K-123")])),
+            Err(Denied::Unknown)
+        );
         let mut two = parts("/", &[("api-key", "k-123"), ("api-key", "other")]);
         assert_eq!(authenticate(&p, &mut two), Err(Denied::Ambiguous));
         let mut same = parts("/", &[("api-key", "k-123"), ("api-key", "k-123")]);
         assert!(authenticate(&p, &mut same).is_ok());
-        assert_eq!(authenticate(&p, &mut parts("/?api_key=a&api_key=b", &[])), Err(Denied::Ambiguous));
+        assert_eq!(
+            authenticate(&p, &mut parts("/?api_key=a&api_key=b", &[])),
+            Err(Denied::Ambiguous)
+        );
     }
 
     #[test]
@@ -268,7 +294,10 @@ mod tests {
         let p = policy(&["x-api-key"], &["api_key"], &["auth_token"], false);
         let mut r = parts(
             "/get?a=1&api_key=wrong&b=%20x",
-            &[("x-api-key", "k-123"), ("cookie", "x=1; auth_token=wrong; y=2")],
+            &[
+                ("x-api-key", "k-123"),
+                ("cookie", "x=1; auth_token=wrong; y=2"),
+            ],
         );
         assert_eq!(authenticate(&p, &mut r).unwrap().as_ref(), "client1");
         assert_eq!(r.uri.to_string(), "/get?a=1&b=%20x");

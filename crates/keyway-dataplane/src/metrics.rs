@@ -77,10 +77,15 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("keyway");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "HTTP requests by gateway, route and status code", requests.clone());
+        registry.register(
+            "requests",
+            "HTTP requests by gateway, route and status code",
+            requests.clone(),
+        );
         let upstream_latency = Family::<UpstreamLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
             ])
         });
         registry.register(
@@ -101,7 +106,11 @@ impl Metrics {
             api_key_denied.clone(),
         );
         let config_generation = Gauge::<i64, AtomicI64Shim>::default();
-        registry.register("config_generation", "Generation of the configuration being served", config_generation.clone());
+        registry.register(
+            "config_generation",
+            "Generation of the configuration being served",
+            config_generation.clone(),
+        );
         let config_reload_failures = Counter::default();
         registry.register(
             "config_reload_failures",
@@ -130,5 +139,8 @@ impl Metrics {
 /// Milliseconds since the process started (endpoint ejection deadlines).
 pub(crate) fn now_ms() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }

@@ -11,7 +11,9 @@ use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use keyway_store::{Action, Auth, Config, Forward, Listener, Redirect, Route, Target, INVALID_ROUTE_BODY};
+use keyway_store::{
+    Action, Auth, Config, Forward, Listener, Redirect, Route, Target, INVALID_ROUTE_BODY,
+};
 
 use crate::auth::{self, Denied};
 use crate::body::Body;
@@ -85,7 +87,12 @@ impl Gateway {
     }
 
     /// Serves one request that arrived on the listener port `port` from `peer`.
-    pub async fn handle(self: Arc<Self>, port: u16, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        port: u16,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         let start = Instant::now();
         let config = self.config.load_full();
         let (mut parts, body) = req.into_parts();
@@ -94,7 +101,9 @@ impl Gateway {
         let path = parts.uri.path().to_owned();
         let request_id = parts.headers.get(&X_REQUEST_ID).cloned();
 
-        let response = self.serve(&config, port, peer, &mut parts, body, &mut outcome).await;
+        let response = self
+            .serve(&config, port, peer, &mut parts, body, &mut outcome)
+            .await;
 
         let status = response.status();
         let empty: Arc<str> = Arc::from("");
@@ -151,7 +160,10 @@ impl Gateway {
             Auth::Invalid { policy } => {
                 self.count_denied(policy, "invalid_policy");
                 outcome.denied = Some("invalid_policy");
-                return text(StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(INVALID_ROUTE_BODY.as_bytes()));
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Bytes::from_static(INVALID_ROUTE_BODY.as_bytes()),
+                );
             }
             Auth::ApiKey { policy } => match auth::authenticate(policy, parts) {
                 Ok(client) => {
@@ -211,7 +223,10 @@ impl Gateway {
         };
         outcome.upstream = Some(upstream.name.clone());
         let Some(index) = upstream.pick(now_ms(), fastrand::u32(..), &[]) else {
-            return text(StatusCode::SERVICE_UNAVAILABLE, Bytes::from_static(b"no healthy upstream"));
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(b"no healthy upstream"),
+            );
         };
         let endpoint = &upstream.endpoints[index];
 
@@ -254,7 +269,10 @@ impl Gateway {
             .path_and_query(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")))
             .build();
         let Ok(uri) = uri else {
-            return text(StatusCode::BAD_REQUEST, Bytes::from_static(b"bad request path"));
+            return text(
+                StatusCode::BAD_REQUEST,
+                Bytes::from_static(b"bad request path"),
+            );
         };
 
         let mut out = Request::new(Body::Stream(body));
@@ -269,7 +287,10 @@ impl Gateway {
         let resp = match self.client.send(out, timeout).await {
             Ok(r) => r,
             Err(UpstreamError::Timeout) => {
-                return text(StatusCode::GATEWAY_TIMEOUT, Bytes::from_static(b"upstream request timeout"))
+                return text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    Bytes::from_static(b"upstream request timeout"),
+                )
             }
             Err(UpstreamError::Connect) => {
                 endpoint.mark_down(now_ms() + self.settings.eject_for.as_millis() as u64);
@@ -281,7 +302,9 @@ impl Gateway {
             Err(UpstreamError::Protocol) => {
                 return text(
                     StatusCode::BAD_GATEWAY,
-                    Bytes::from_static(b"upstream connect error or disconnect/reset before headers"),
+                    Bytes::from_static(
+                        b"upstream connect error or disconnect/reset before headers",
+                    ),
                 )
             }
         };
@@ -306,7 +329,11 @@ impl Gateway {
 
 /// A `text/plain` response.
 pub fn text(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(if body.is_empty() { Body::Empty } else { Body::full(body) });
+    let mut r = Response::new(if body.is_empty() {
+        Body::Empty
+    } else {
+        Body::full(body)
+    });
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
@@ -314,7 +341,10 @@ pub fn text(status: StatusCode, body: Bytes) -> Response<Body> {
 }
 
 fn unauthorized(_why: Denied) -> Response<Body> {
-    let mut r = text(StatusCode::UNAUTHORIZED, Bytes::from_static(UNAUTHORIZED_BODY.as_bytes()));
+    let mut r = text(
+        StatusCode::UNAUTHORIZED,
+        Bytes::from_static(UNAUTHORIZED_BODY.as_bytes()),
+    );
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("APIKey"));
     r
@@ -322,7 +352,13 @@ fn unauthorized(_why: Denied) -> Response<Body> {
 
 /// Builds the `Location` of a `RequestRedirect`. The port is the listener's unless the
 /// filter sets one or changes the scheme, and is omitted when it is the scheme's default.
-fn redirect(r: &Redirect, route: &Route, listener: &Listener, host: &str, parts: &Parts) -> Response<Body> {
+fn redirect(
+    r: &Redirect,
+    route: &Route,
+    listener: &Listener,
+    host: &str,
+    parts: &Parts,
+) -> Response<Body> {
     let scheme = r.scheme.as_deref().unwrap_or("http");
     let port = match (r.port, &r.scheme) {
         (Some(p), _) => p,

@@ -22,7 +22,12 @@ pub fn request_host(parts: &Parts) -> &str {
         .uri
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or("");
     strip_port(raw)
 }
@@ -47,11 +52,10 @@ pub fn route<'c>(config: &'c Config, port: u16, host: &str, parts: &Parts) -> Ro
     };
     let path = parts.uri.path();
     let query = parts.uri.query();
-    match vhost
-        .routes
-        .iter()
-        .find(|r| r.matcher.matches(&parts.method, path, query, &parts.headers))
-    {
+    match vhost.routes.iter().find(|r| {
+        r.matcher
+            .matches(&parts.method, path, query, &parts.headers)
+    }) {
         Some(r) => Routed::Route(listener, r),
         None => Routed::NoRoute(listener),
     }

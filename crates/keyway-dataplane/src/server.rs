@@ -70,7 +70,11 @@ pub struct BindError {
 
 impl std::fmt::Display for BindError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "listener port {}: cannot bind {}: {}", self.port, self.addr, self.error)
+        write!(
+            f,
+            "listener port {}: cannot bind {}: {}",
+            self.port, self.addr, self.error
+        )
     }
 }
 
@@ -113,7 +117,11 @@ impl Server {
         let mut to_stop = Vec::new();
         {
             let mut ports = self.ports.lock().expect("ports lock");
-            let stale: Vec<u16> = ports.keys().filter(|p| !wanted.contains(p)).copied().collect();
+            let stale: Vec<u16> = ports
+                .keys()
+                .filter(|p| !wanted.contains(p))
+                .copied()
+                .collect();
             for p in stale {
                 if let Some(t) = ports.remove(&p) {
                     tracing::info!(port = p, addr = %t.local, "closing listener port");
@@ -168,13 +176,23 @@ impl Server {
 
     /// The address a Gateway listener port is actually bound to.
     pub fn local_addr(&self, port: u16) -> Option<SocketAddr> {
-        self.ports.lock().expect("ports lock").get(&port).map(|t| t.local)
+        self.ports
+            .lock()
+            .expect("ports lock")
+            .get(&port)
+            .map(|t| t.local)
     }
 
     /// Stops accepting on every port and waits (up to the drain timeout) for in-flight
     /// requests to finish.
     pub async fn shutdown(&self) {
-        let tasks: Vec<PortTask> = self.ports.lock().expect("ports lock").drain().map(|(_, t)| t).collect();
+        let tasks: Vec<PortTask> = self
+            .ports
+            .lock()
+            .expect("ports lock")
+            .drain()
+            .map(|(_, t)| t)
+            .collect();
         for t in &tasks {
             let _ = t.stop.send(true);
         }
@@ -183,7 +201,12 @@ impl Server {
         }
     }
 
-    async fn accept_loop(self: Arc<Self>, port: u16, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    async fn accept_loop(
+        self: Arc<Self>,
+        port: u16,
+        listener: TcpListener,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -224,14 +247,23 @@ impl Server {
         }
     }
 
-    fn serve(&self, builder: &auto::Builder<TokioExecutor>, graceful: &GracefulShutdown, port: u16, stream: TcpStream, peer: SocketAddr) {
+    fn serve(
+        &self,
+        builder: &auto::Builder<TokioExecutor>,
+        graceful: &GracefulShutdown,
+        port: u16,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) {
         let _ = stream.set_nodelay(true);
         let gateway = self.gateway.clone();
         let service = service_fn(move |req| {
             let gateway = gateway.clone();
             async move { Ok::<_, Infallible>(gateway.handle(port, peer, req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -44,7 +44,11 @@ impl UpstreamClient {
     }
 
     /// Sends `req` (absolute URI naming the endpoint) and waits for the response headers.
-    pub async fn send(&self, req: Request<Body>, timeout: Duration) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Ok(resp)) => Ok(resp),

@@ -205,7 +205,11 @@ impl Loader {
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         let Some(known) = known_kind(group, &api_version, &kind) else {
             let name = head.metadata.name.unwrap_or_default();
-            let ns = head.metadata.namespace.map(|n| format!("{n}/")).unwrap_or_default();
+            let ns = head
+                .metadata
+                .namespace
+                .map(|n| format!("{n}/"))
+                .unwrap_or_default();
             return self.loaded.warnings.push(Warning {
                 origin,
                 message: format!(
@@ -216,7 +220,10 @@ impl Loader {
         let resource = format!(
             "{kind} {}{}",
             if known.is_namespaced() {
-                format!("{}/", head.metadata.namespace.as_deref().unwrap_or("default"))
+                format!(
+                    "{}/",
+                    head.metadata.namespace.as_deref().unwrap_or("default")
+                )
             } else {
                 String::new()
             },
@@ -255,7 +262,9 @@ impl Loader {
                     });
                 }
             }
-            Err(err) => self.errors.push(yaml_error(path, doc, Some(resource), &err)),
+            Err(err) => self
+                .errors
+                .push(yaml_error(path, doc, Some(resource), &err)),
         }
     }
 }
@@ -275,7 +284,9 @@ fn known_kind(group: &str, api_version: &str, kind: &str) -> Option<Kind> {
         ("", "Namespace") if api_version == "v1" => Kind::Namespace,
         ("", "Secret") if api_version == "v1" => Kind::Secret,
         ("", "Service") if api_version == "v1" => Kind::Service,
-        ("discovery.k8s.io", "EndpointSlice") if api_version.ends_with("/v1") => Kind::EndpointSlice,
+        ("discovery.k8s.io", "EndpointSlice") if api_version.ends_with("/v1") => {
+            Kind::EndpointSlice
+        }
         (GATEWAY, "Gateway") if api_version.ends_with("/v1") => Kind::Gateway,
         (GATEWAY, "HTTPRoute") if api_version.ends_with("/v1") => Kind::HttpRoute,
         (GATEWAY, "ReferenceGrant") => Kind::ReferenceGrant,

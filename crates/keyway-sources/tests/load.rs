@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use keyway_sources::files::{load, load_str};
 
 fn shared(dir: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata").join(dir)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata")
+        .join(dir)
 }
 
 #[test]
@@ -48,9 +50,17 @@ fn a_malformed_document_names_file_line_and_column() {
 
 #[test]
 fn broken_yaml_syntax_names_line_and_column() {
-    let errors = load_str("s.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: a\n").unwrap_err();
+    let errors = load_str(
+        "s.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: a\n",
+    )
+    .unwrap_err();
     assert_eq!(errors[0].path, "s.yaml");
-    assert!(errors[0].line.is_some() && errors[0].column.is_some(), "{}", errors[0]);
+    assert!(
+        errors[0].line.is_some() && errors[0].column.is_some(),
+        "{}",
+        errors[0]
+    );
 }
 
 #[test]
@@ -60,7 +70,10 @@ fn unknown_kinds_are_skipped_with_a_warning_naming_file_and_line() {
     assert_eq!(loaded.snapshot.namespaces.len(), 1);
     assert_eq!(loaded.warnings.len(), 1);
     let w = loaded.warnings[0].to_string();
-    assert!(w.starts_with("mixed.yaml:6: skipped apps/v1 Deployment a/web"), "{w}");
+    assert!(
+        w.starts_with("mixed.yaml:6: skipped apps/v1 Deployment a/web"),
+        "{w}"
+    );
 }
 
 #[test]
@@ -68,7 +81,10 @@ fn the_same_object_twice_names_both_places() {
     let text = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: default}\n";
     let errors = load_str("dup.yaml", text).unwrap_err();
     let e = errors[0].to_string();
-    assert!(e.contains("dup.yaml:5") && e.contains("first at dup.yaml:1"), "{e}");
+    assert!(
+        e.contains("dup.yaml:5") && e.contains("first at dup.yaml:1"),
+        "{e}"
+    );
     assert!(e.contains("Service default/s"), "{e}");
 }
 

@@ -24,8 +24,8 @@ use serde::Serialize;
 pub use auth::{ApiKeyPolicy, Auth, KeyDigest};
 pub use host::HostPattern;
 pub use route::{
-    Action, Forward, HeaderFilter, HeaderMatch, PathMatch, PathRewrite, QueryMatch, Redirect, Rewrite,
-    Route, RouteMatch, ValueMatch,
+    Action, Forward, HeaderFilter, HeaderMatch, PathMatch, PathRewrite, QueryMatch, Redirect,
+    Rewrite, Route, RouteMatch, ValueMatch,
 };
 pub use upstream::{Balance, Endpoint, Target, Upstream, WeightedBackend};
 

@@ -62,7 +62,13 @@ fn ser_method<S: Serializer>(m: &Option<Method>, s: S) -> Result<S::Ok, S::Error
 
 impl RouteMatch {
     /// Whether a request matches. `query` is the raw query string, if any.
-    pub fn matches(&self, method: &Method, path: &str, query: Option<&str>, headers: &HeaderMap) -> bool {
+    pub fn matches(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> bool {
         if !self.path.matches(path) {
             return false;
         }
@@ -415,7 +421,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-a", HeaderValue::from_static("1"));
         let f = HeaderFilter {
-            add: vec![(HeaderName::from_static("x-a"), HeaderValue::from_static("2"))],
+            add: vec![(
+                HeaderName::from_static("x-a"),
+                HeaderValue::from_static("2"),
+            )],
             ..Default::default()
         };
         f.apply(&mut h);

@@ -21,13 +21,19 @@ use tokio::net::TcpListener;
 use crate::state::State;
 
 /// Binds the admin address and serves it in the background.
-pub async fn spawn(addr: SocketAddr, state: Arc<State>, gateway: Arc<Gateway>) -> std::io::Result<SocketAddr> {
+pub async fn spawn(
+    addr: SocketAddr,
+    state: Arc<State>,
+    gateway: Arc<Gateway>,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "admin listening");
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let state = state.clone();
             let gateway = gateway.clone();
             tokio::spawn(async move {
@@ -50,9 +56,17 @@ fn answer(req: &Request<Incoming>, state: &State, gateway: &Gateway) -> Response
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => match state.readiness() {
             (true, _) => reply(StatusCode::OK, "text/plain", "ready\n".into()),
-            (false, why) => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {why}\n")),
+            (false, why) => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
         },
-        "/metrics" => reply(StatusCode::OK, "text/plain; version=0.0.4", state.metrics.encode()),
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            state.metrics.encode(),
+        ),
         "/config_dump" => {
             let mut dump = state.summary();
             dump["config"] = serde_json::to_value(&*gateway.config()).unwrap_or_default();

@@ -42,7 +42,10 @@ pub struct App {
 }
 
 /// Loads and compiles manifests: the one pipeline `run` and `check` share.
-pub fn load_and_compile(paths: &[PathBuf], options: &CompileOptions) -> Result<(Loaded, Compiled), Vec<LoadError>> {
+pub fn load_and_compile(
+    paths: &[PathBuf],
+    options: &CompileOptions,
+) -> Result<(Loaded, Compiled), Vec<LoadError>> {
     let loaded = files::load(paths)?;
     let compiled = keyway_compile::compile(&loaded.snapshot, options);
     Ok((loaded, compiled))
@@ -50,7 +53,11 @@ pub fn load_and_compile(paths: &[PathBuf], options: &CompileOptions) -> Result<(
 
 /// Joins load errors into one message, one per line.
 pub fn describe(errors: &[LoadError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl App {

@@ -15,7 +15,11 @@ pub fn render(loaded: &Loaded, compiled: &Compiled) -> (String, bool) {
     }
     for (port, p) in &compiled.config.ports {
         for l in &p.listeners {
-            let _ = writeln!(out, "Gateway {} listener {} port {port} hostname {}", l.gateway, l.name, l.hostname);
+            let _ = writeln!(
+                out,
+                "Gateway {} listener {} port {port} hostname {}",
+                l.gateway, l.name, l.hostname
+            );
             for vh in &l.virtual_hosts {
                 let _ = writeln!(out, "  host {}", vh.hostname);
                 for r in &vh.routes {
@@ -35,7 +39,12 @@ pub fn render(loaded: &Loaded, compiled: &Compiled) -> (String, bool) {
                             .backends
                             .iter()
                             .map(|b| match &b.target {
-                                Target::Upstream(u) => format!("{} ({} endpoints, weight {})", u.name, u.endpoints.len(), b.weight),
+                                Target::Upstream(u) => format!(
+                                    "{} ({} endpoints, weight {})",
+                                    u.name,
+                                    u.endpoints.len(),
+                                    b.weight
+                                ),
                                 Target::Invalid(why) => format!("500 ({why})"),
                             })
                             .collect::<Vec<_>>()
@@ -45,11 +54,25 @@ pub fn render(loaded: &Loaded, compiled: &Compiled) -> (String, bool) {
                     };
                     let auth = match &r.auth {
                         Auth::None => "no auth".to_string(),
-                        Auth::ApiKey { policy } => format!("api key auth by {} ({} keys)", policy.name, policy.credentials.len()),
-                        Auth::Invalid { policy } => format!("INVALID policy {} (answers 500)", policy),
+                        Auth::ApiKey { policy } => format!(
+                            "api key auth by {} ({} keys)",
+                            policy.name,
+                            policy.credentials.len()
+                        ),
+                        Auth::Invalid { policy } => {
+                            format!("INVALID policy {} (answers 500)", policy)
+                        }
                     };
-                    let rule = r.rule_name.as_deref().map(|n| format!(" rule {n}")).unwrap_or_else(|| format!(" rule {}", r.rule));
-                    let _ = writeln!(out, "    HTTPRoute {}{rule}: {cond} -> {action} [{auth}]", r.route);
+                    let rule = r
+                        .rule_name
+                        .as_deref()
+                        .map(|n| format!(" rule {n}"))
+                        .unwrap_or_else(|| format!(" rule {}", r.rule));
+                    let _ = writeln!(
+                        out,
+                        "    HTTPRoute {}{rule}: {cond} -> {action} [{auth}]",
+                        r.route
+                    );
                 }
             }
         }

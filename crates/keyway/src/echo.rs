@@ -24,9 +24,14 @@ type EchoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 /// Serves the echo upstream on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener) {
-    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
         let local = local.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
@@ -51,15 +56,24 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 async fn answer(req: Request<Incoming>, peer: SocketAddr, server: &str) -> Response<EchoBody> {
     let (parts, mut body) = req.into_parts();
     let path = parts.uri.path().to_string();
-    if let Some(code) = path.strip_prefix("/status/").and_then(|c| c.parse::<u16>().ok()) {
+    if let Some(code) = path
+        .strip_prefix("/status/")
+        .and_then(|c| c.parse::<u16>().ok())
+    {
         let mut r = Response::new(Full::new(Bytes::new()).boxed());
         *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
         return r;
     }
-    if let Some(n) = path.strip_prefix("/bytes/").and_then(|c| c.parse::<usize>().ok()) {
+    if let Some(n) = path
+        .strip_prefix("/bytes/")
+        .and_then(|c| c.parse::<usize>().ok())
+    {
         return stream_bytes(n);
     }
-    if let Some(ms) = path.rsplit_once("/delay/").and_then(|(_, c)| c.parse::<u64>().ok()) {
+    if let Some(ms) = path
+        .rsplit_once("/delay/")
+        .and_then(|(_, c)| c.parse::<u64>().ok())
+    {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
     let mut hasher = Sha256::new();
@@ -99,11 +113,19 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr, server: &str) -> Respo
         "body_length": len,
         "body_sha256": format!("{:x}", hasher.finalize()),
     });
-    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(&json).unwrap_or_default())).boxed());
+    let mut r = Response::new(
+        Full::new(Bytes::from(
+            serde_json::to_vec_pretty(&json).unwrap_or_default(),
+        ))
+        .boxed(),
+    );
     if path == "/response-headers" {
         for (k, values) in &args {
             for v in values {
-                if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), http::HeaderValue::from_str(v)) {
+                if let (Ok(k), Ok(v)) = (
+                    http::HeaderName::from_bytes(k.as_bytes()),
+                    http::HeaderValue::from_str(v),
+                ) {
                     r.headers_mut().append(k, v);
                 }
             }

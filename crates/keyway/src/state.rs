@@ -62,7 +62,10 @@ impl State {
 
     /// Whether the gateway is ready, and why not.
     pub fn readiness(&self) -> (bool, String) {
-        (self.ready.load(Ordering::SeqCst), self.not_ready_reason.lock().expect("lock").clone())
+        (
+            self.ready.load(Ordering::SeqCst),
+            self.not_ready_reason.lock().expect("lock").clone(),
+        )
     }
 
     /// Generation of the applied config (0: none yet).

@@ -93,7 +93,11 @@ spec:
 }
 
 async fn docs_gateway(api_key_auth: &str) -> Harness {
-    let m = format!("{}---{DOCS_SECRET}---{}", docs_base(upstream().await), docs_policy(api_key_auth));
+    let m = format!(
+        "{}---{DOCS_SECRET}---{}",
+        docs_base(upstream().await),
+        docs_policy(api_key_auth)
+    );
     Harness::start(&m).await
 }
 
@@ -111,17 +115,31 @@ async fn docs_step_4_to_6_secret_ref_on_the_gateway() {
     assert_eq!(r.headers["content-type"], "text/plain");
     assert_eq!(r.headers["www-authenticate"], "APIKey");
     // Step 6: the key, with the Bearer scheme, in the default `api-key` header.
-    let r = h.request(8080, with_key("api-key", &format!("Bearer {KEY}"))).await;
+    let r = h
+        .request(8080, with_key("api-key", &format!("Bearer {KEY}")))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.upstream_header("api-key"), None, "the key is removed before forwarding");
+    assert_eq!(
+        r.upstream_header("api-key"),
+        None,
+        "the key is removed before forwarding"
+    );
     assert_eq!(r.upstream_header1("host").as_deref(), Some(HOST));
     // A wrong key.
-    assert_eq!(h.request(8080, with_key("api-key", "Bearer nope")).await.status, 401);
+    assert_eq!(
+        h.request(8080, with_key("api-key", "Bearer nope"))
+            .await
+            .status,
+        401
+    );
 }
 
 #[tokio::test]
 async fn docs_label_selector() {
-    let h = docs_gateway("  apiKeyAuth:\n    secretSelector:\n      matchLabels:\n        app: httpbin\n").await;
+    let h = docs_gateway(
+        "  apiKeyAuth:\n    secretSelector:\n      matchLabels:\n        app: httpbin\n",
+    )
+    .await;
     assert_eq!(h.request(8080, with_key("api-key", KEY)).await.status, 200);
     assert_eq!(h.get(8080, HOST, "/headers").await.status, 401);
 }
@@ -132,7 +150,11 @@ async fn docs_custom_header_name() {
     let r = h.request(8080, with_key("x-api-key", KEY)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_header("x-api-key"), None);
-    assert_eq!(h.request(8080, with_key("api-key", KEY)).await.status, 401, "only the configured header counts");
+    assert_eq!(
+        h.request(8080, with_key("api-key", KEY)).await.status,
+        401,
+        "only the configured header counts"
+    );
 }
 
 #[tokio::test]
@@ -143,27 +165,55 @@ async fn docs_multiple_key_sources() {
     .await;
     let r = h.request(8080, with_key("X-API-KEY", KEY)).await;
     assert_eq!(r.status, 200);
-    let r = h.get(8080, HOST, &format!("/headers?a=1&api_key={KEY}&b=2")).await;
+    let r = h
+        .get(8080, HOST, &format!("/headers?a=1&api_key={KEY}&b=2"))
+        .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream_query(), "a=1&b=2", "the rest of the query string is kept exactly");
-    let r = h.request(8080, Req::get(HOST, "/headers").header("cookie", &format!("auth_token={KEY}"))).await;
+    assert_eq!(
+        r.upstream_query(),
+        "a=1&b=2",
+        "the rest of the query string is kept exactly"
+    );
+    let r = h
+        .request(
+            8080,
+            Req::get(HOST, "/headers").header("cookie", &format!("auth_token={KEY}")),
+        )
+        .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream_header("cookie"), None, "an emptied Cookie header is removed");
+    assert_eq!(
+        r.upstream_header("cookie"),
+        None,
+        "an emptied Cookie header is removed"
+    );
 }
 
 #[tokio::test]
 async fn docs_client_id_header() {
-    let h = docs_gateway("  apiKeyAuth:\n    secretRef:\n      name: apikey\n    clientIdHeader: x-client-id\n").await;
+    let h = docs_gateway(
+        "  apiKeyAuth:\n    secretRef:\n      name: apikey\n    clientIdHeader: x-client-id\n",
+    )
+    .await;
     let r = h
-        .request(8080, with_key("api-key", KEY).header("x-client-id", "forged-by-client"))
+        .request(
+            8080,
+            with_key("api-key", KEY).header("x-client-id", "forged-by-client"),
+        )
         .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream_header("x-client-id"), Some(vec!["api-key".to_string()]), "overwritten, never appended");
+    assert_eq!(
+        r.upstream_header("x-client-id"),
+        Some(vec!["api-key".to_string()]),
+        "overwritten, never appended"
+    );
 }
 
 #[tokio::test]
 async fn docs_forward_credential() {
-    let h = docs_gateway("  apiKeyAuth:\n    secretRef:\n      name: apikey\n    forwardCredential: true\n").await;
+    let h = docs_gateway(
+        "  apiKeyAuth:\n    secretRef:\n      name: apikey\n    forwardCredential: true\n",
+    )
+    .await;
     let r = h.request(8080, with_key("api-key", KEY)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_header1("api-key").as_deref(), Some(KEY));
@@ -189,17 +239,34 @@ spec:
   apiKeyAuth:
     disable: {}
 "#;
-    let m = format!("{}---{DOCS_SECRET}---{gateway_policy}---{verbatim}", docs_base(up));
+    let m = format!(
+        "{}---{DOCS_SECRET}---{gateway_policy}---{verbatim}",
+        docs_base(up)
+    );
     let h = Harness::start(&m).await;
     assert_eq!(h.get(8080, HOST, "/headers").await.status, 401);
     let report = h.app.state.report();
-    let st = report.get(keyway_model::Kind::TrafficPolicy, "kgateway-system", "apikey-auth-disable").unwrap();
+    let st = report
+        .get(
+            keyway_model::Kind::TrafficPolicy,
+            "kgateway-system",
+            "apikey-auth-disable",
+        )
+        .unwrap();
     assert_eq!(st.condition("Accepted").unwrap().reason, "TargetNotFound");
-    assert!(st.condition("Accepted").unwrap().message.contains("HTTPRoute kgateway-system/httpbin not found"));
+    assert!(st
+        .condition("Accepted")
+        .unwrap()
+        .message
+        .contains("HTTPRoute kgateway-system/httpbin not found"));
 
     // In the route's namespace it turns auth off for that route.
     let fixed = verbatim.replace("namespace: kgateway-system", "namespace: httpbin");
-    h.rewrite(&format!("{}---{DOCS_SECRET}---{gateway_policy}---{fixed}", docs_base(up))).await;
+    h.rewrite(&format!(
+        "{}---{DOCS_SECRET}---{gateway_policy}---{fixed}",
+        docs_base(up)
+    ))
+    .await;
     assert_eq!(h.get(8080, HOST, "/headers").await.status, 200);
 }
 
@@ -218,7 +285,11 @@ async fn kgateway_e2e(files: &[&str]) -> Harness {
         );
     }
     for f in files {
-        docs.push(if f.contains('\n') { f.to_string() } else { shared_testdata(&format!("kgateway-apikeyauth/{f}")) });
+        docs.push(if f.contains('\n') {
+            f.to_string()
+        } else {
+            shared_testdata(&format!("kgateway-apikeyauth/{f}"))
+        });
     }
     let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
     Harness::start(&kubectl_apply(&refs)).await
@@ -228,11 +299,25 @@ async fn kgateway_e2e(files: &[&str]) -> Harness {
 async fn kgateway_e2e_header_sources_and_client_id() {
     let h = kgateway_e2e(&["api-key-auth.yaml"]).await;
     assert_eq!(h.get(8080, "httpbin", "/get").await.status, 401);
-    let r = h.request(8080, Req::get("httpbin", "/get").header("api-key", "k-123")).await;
+    let r = h
+        .request(8080, Req::get("httpbin", "/get").header("api-key", "k-123"))
+        .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream_header1("x-client-id").as_deref(), Some("client1"));
-    assert_eq!(r.upstream_header1("api-key").as_deref(), Some("k-123"), "forwardCredential: true");
-    let r = h.request(8080, Req::get("httpbin", "/status/200").header("authorization", "Bearer k-456")).await;
+    assert_eq!(
+        r.upstream_header1("x-client-id").as_deref(),
+        Some("client1")
+    );
+    assert_eq!(
+        r.upstream_header1("api-key").as_deref(),
+        Some("k-123"),
+        "forwardCredential: true"
+    );
+    let r = h
+        .request(
+            8080,
+            Req::get("httpbin", "/status/200").header("authorization", "Bearer k-456"),
+        )
+        .await;
     assert_eq!(r.status, 200);
 }
 
@@ -242,25 +327,53 @@ async fn kgateway_e2e_query_source() {
     assert_eq!(h.get(8080, "httpbin", "/get").await.status, 401);
     let r = h.get(8080, "httpbin", "/get?api-key=k-123").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream_query(), "api-key=k-123", "forwardCredential: true keeps it");
-    assert_eq!(h.get(8080, "httpbin", "/get?api-key=k-999").await.status, 401);
+    assert_eq!(
+        r.upstream_query(),
+        "api-key=k-123",
+        "forwardCredential: true keeps it"
+    );
+    assert_eq!(
+        h.get(8080, "httpbin", "/get?api-key=k-999").await.status,
+        401
+    );
 }
 
 #[tokio::test]
 async fn kgateway_e2e_cookie_source() {
     let h = kgateway_e2e(&["api-key-auth-cookie.yaml"]).await;
     assert_eq!(h.get(8080, "httpbin", "/get").await.status, 401);
-    let r = h.request(8080, Req::get("httpbin", "/get").header("cookie", "api-key=k-456")).await;
+    let r = h
+        .request(
+            8080,
+            Req::get("httpbin", "/get").header("cookie", "api-key=k-456"),
+        )
+        .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream_header1("cookie").as_deref(), Some("api-key=k-456"));
+    assert_eq!(
+        r.upstream_header1("cookie").as_deref(),
+        Some("api-key=k-456")
+    );
 }
 
 #[tokio::test]
 async fn kgateway_e2e_rule_section_name() {
     let h = kgateway_e2e(&["api-key-auth-section.yaml"]).await;
-    assert_eq!(h.get(8080, "httpbin", "/get").await.status, 401, "rule httpbin-get is protected");
-    assert_eq!(h.get(8080, "httpbin", "/status/200").await.status, 200, "the other rule is not");
-    assert_eq!(h.request(8080, Req::get("httpbin", "/get").header("api-key", "k-123")).await.status, 200);
+    assert_eq!(
+        h.get(8080, "httpbin", "/get").await.status,
+        401,
+        "rule httpbin-get is protected"
+    );
+    assert_eq!(
+        h.get(8080, "httpbin", "/status/200").await.status,
+        200,
+        "the other rule is not"
+    );
+    assert_eq!(
+        h.request(8080, Req::get("httpbin", "/get").header("api-key", "k-123"))
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -268,8 +381,14 @@ async fn kgateway_e2e_route_rule_policy_replaces_gateway_policy() {
     let h = kgateway_e2e(&["api-key-auth-override.yaml"]).await;
     let get = |path: &'static str, k: &'static str| Req::get("httpbin", path).header("api-key", k);
     // /status/200: the rule has no name, so the Gateway policy (client1/client2) applies.
-    assert_eq!(h.request(8080, get("/status/200", "k-123")).await.status, 200);
-    assert_eq!(h.request(8080, get("/status/200", "k-789")).await.status, 401);
+    assert_eq!(
+        h.request(8080, get("/status/200", "k-123")).await.status,
+        200
+    );
+    assert_eq!(
+        h.request(8080, get("/status/200", "k-789")).await.status,
+        401
+    );
     // /get is rule1: the rule-level policy replaces the Gateway's, keys included.
     assert_eq!(h.request(8080, get("/get", "k-789")).await.status, 200);
     assert_eq!(h.request(8080, get("/get", "k-123")).await.status, 401);
@@ -278,9 +397,22 @@ async fn kgateway_e2e_route_rule_policy_replaces_gateway_policy() {
 #[tokio::test]
 async fn kgateway_e2e_disable_by_rule_section() {
     let h = kgateway_e2e(&["api-key-auth-disable.yaml"]).await;
-    assert_eq!(h.get(8080, "httpbin", "/get").await.status, 200, "rule public-route has auth disabled");
-    assert_eq!(h.get(8080, "httpbin", "/status/200").await.status, 401, "the other rule keeps the Gateway policy");
-    let r = h.request(8080, Req::get("httpbin", "/status/200").header("api-key", "k-456")).await;
+    assert_eq!(
+        h.get(8080, "httpbin", "/get").await.status,
+        200,
+        "rule public-route has auth disabled"
+    );
+    assert_eq!(
+        h.get(8080, "httpbin", "/status/200").await.status,
+        401,
+        "the other rule keeps the Gateway policy"
+    );
+    let r = h
+        .request(
+            8080,
+            Req::get("httpbin", "/status/200").header("api-key", "k-456"),
+        )
+        .await;
     assert_eq!(r.status, 200);
 }
 
@@ -292,8 +424,16 @@ async fn kgateway_e2e_secret_update_rotates_keys() {
     let step2 = shared_testdata("kgateway-apikeyauth/suite-secret-update-step2.yaml");
     let current = std::fs::read_to_string(h.config_path()).unwrap();
     h.rewrite(&kubectl_apply(&[&current, &step2])).await;
-    assert_eq!(h.request(8080, get("k-123")).await.status, 401, "the old key is revoked");
-    assert_eq!(h.request(8080, get("k-789")).await.status, 200, "the new key works");
+    assert_eq!(
+        h.request(8080, get("k-123")).await.status,
+        401,
+        "the old key is revoked"
+    );
+    assert_eq!(
+        h.request(8080, get("k-789")).await.status,
+        200,
+        "the new key works"
+    );
 }
 
 #[tokio::test]
@@ -302,15 +442,27 @@ async fn kgateway_e2e_selector_gains_and_loses_secrets() {
     let get = |k: &'static str| Req::get("httpbin", "/status/200").header("api-key", k);
     assert_eq!(h.request(8081, get("k-sel-111")).await.status, 200);
     assert_eq!(h.request(8081, get("k-sel-222")).await.status, 200);
-    assert_eq!(h.request(8081, get("k-sel-333")).await.status, 401, "unselected Secret");
+    assert_eq!(
+        h.request(8081, get("k-sel-333")).await.status,
+        401,
+        "unselected Secret"
+    );
     let current = std::fs::read_to_string(h.config_path()).unwrap();
     let step3 = shared_testdata("kgateway-apikeyauth/suite-secret-selector-step3.yaml");
     h.rewrite(&kubectl_apply(&[&current, &step3])).await;
-    assert_eq!(h.request(8081, get("k-sel-333")).await.status, 200, "gained by relabelling");
+    assert_eq!(
+        h.request(8081, get("k-sel-333")).await.status,
+        200,
+        "gained by relabelling"
+    );
     let current = std::fs::read_to_string(h.config_path()).unwrap();
     let step4 = shared_testdata("kgateway-apikeyauth/suite-secret-selector-step4.yaml");
     h.rewrite(&kubectl_apply(&[&current, &step4])).await;
-    assert_eq!(h.request(8081, get("k-sel-333")).await.status, 401, "lost again");
+    assert_eq!(
+        h.request(8081, get("k-sel-333")).await.status,
+        401,
+        "lost again"
+    );
     assert_eq!(h.request(8081, get("k-sel-111")).await.status, 200);
 }
 
@@ -328,17 +480,45 @@ async fn kgateway_e2e_duplicate_key_values_fail_closed_and_recover() {
     h.rewrite(&kubectl_apply(&[&with_new, &step3])).await;
     let r = h.request(8081, get("k-dup-111")).await;
     assert_eq!(r.status, 500);
-    assert_eq!(r.text(), "invalid route configuration detected and replaced with a direct response.");
-    assert_eq!(h.get(8081, "httpbin", "/status/200").await.status, 500, "fail closed even without a key");
+    assert_eq!(
+        r.text(),
+        "invalid route configuration detected and replaced with a direct response."
+    );
+    assert_eq!(
+        h.get(8081, "httpbin", "/status/200").await.status,
+        500,
+        "fail closed even without a key"
+    );
     let report = h.app.state.report();
     let st = report
-        .get(keyway_model::Kind::TrafficPolicy, "kgateway-base", "api-key-auth-policy-duplicate")
+        .get(
+            keyway_model::Kind::TrafficPolicy,
+            "kgateway-base",
+            "api-key-auth-policy-duplicate",
+        )
         .unwrap();
     let accepted = st.condition("Accepted").unwrap();
-    assert_eq!((accepted.status, accepted.reason.as_str()), (false, "Invalid"));
-    assert!(accepted.message.contains("\"client1\"") && accepted.message.contains("\"client3\""), "{}", accepted.message);
-    assert!(accepted.message.contains("kgateway-base/api-keys-duplicate-conflict"), "{}", accepted.message);
-    assert!(!accepted.message.contains("k-dup-111"), "the key never appears: {}", accepted.message);
+    assert_eq!(
+        (accepted.status, accepted.reason.as_str()),
+        (false, "Invalid")
+    );
+    assert!(
+        accepted.message.contains("\"client1\"") && accepted.message.contains("\"client3\""),
+        "{}",
+        accepted.message
+    );
+    assert!(
+        accepted
+            .message
+            .contains("kgateway-base/api-keys-duplicate-conflict"),
+        "{}",
+        accepted.message
+    );
+    assert!(
+        !accepted.message.contains("k-dup-111"),
+        "the key never appears: {}",
+        accepted.message
+    );
     // Removing the conflicting Secret brings the route back.
     h.rewrite(&with_new).await;
     assert_eq!(h.request(8081, get("k-dup-111")).await.status, 200);
@@ -412,28 +592,80 @@ async fn key_in_two_sources_and_repeated_sources() {
     ))
     .await;
     // Header wins over query; both are removed.
-    let r = h.request(80, Req::get("h", "/?key=k-456&z=1").header("x-key", "k-123").header("x-client-id", "x")).await;
+    let r = h
+        .request(
+            80,
+            Req::get("h", "/?key=k-456&z=1")
+                .header("x-key", "k-123")
+                .header("x-client-id", "x"),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_query(), "z=1");
     // Header wrong, query right: the header is chosen, so it is refused.
-    assert_eq!(h.request(80, Req::get("h", "/?key=k-123").header("x-key", "wrong")).await.status, 401);
+    assert_eq!(
+        h.request(80, Req::get("h", "/?key=k-123").header("x-key", "wrong"))
+            .await
+            .status,
+        401
+    );
     // Repeated with different values: refused; repeated with the same value: fine.
-    assert_eq!(h.request(80, Req::get("h", "/").header("x-key", "k-123").header("x-key", "k-456")).await.status, 401);
-    assert_eq!(h.request(80, Req::get("h", "/").header("x-key", "k-123").header("x-key", "k-123")).await.status, 200);
+    assert_eq!(
+        h.request(
+            80,
+            Req::get("h", "/")
+                .header("x-key", "k-123")
+                .header("x-key", "k-456")
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(
+        h.request(
+            80,
+            Req::get("h", "/")
+                .header("x-key", "k-123")
+                .header("x-key", "k-123")
+        )
+        .await
+        .status,
+        200
+    );
     assert_eq!(h.get(80, "h", "/?key=k-123&key=k-456").await.status, 401);
     assert_eq!(h.get(80, "h", "/?key=k-123&key=k-123").await.status, 200);
     // Percent-encoded key in the query.
     assert_eq!(h.get(80, "h", "/?key=k%2D123").await.status, 200);
     // A cookie among others: only it is removed.
-    let r = h.request(80, Req::get("h", "/").header("cookie", "a=1; key=k-123; b=2")).await;
+    let r = h
+        .request(
+            80,
+            Req::get("h", "/").header("cookie", "a=1; key=k-123; b=2"),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_header1("cookie").as_deref(), Some("a=1; b=2"));
     // An empty header value is no key at all.
-    assert_eq!(h.request(80, Req::get("h", "/").header("x-key", "")).await.status, 401);
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("x-key", ""))
+            .await
+            .status,
+        401
+    );
     // Lowercase scheme.
-    assert_eq!(h.request(80, Req::get("h", "/").header("x-key", "bearer k-456")).await.status, 200);
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("x-key", "bearer k-456"))
+            .await
+            .status,
+        200
+    );
     // Keys are case-sensitive.
-    assert_eq!(h.request(80, Req::get("h", "/").header("x-key", "K-123")).await.status, 401);
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("x-key", "K-123"))
+            .await
+            .status,
+        401
+    );
 }
 
 #[tokio::test]
@@ -444,8 +676,18 @@ async fn secret_values_are_trimmed_and_empty_ones_skipped() {
         policy("p", ON_GW, "{secretRef: {name: newline}}")
     );
     let h = edge(&extra).await;
-    assert_eq!(h.request(80, Req::get("h", "/").header("api-key", "k-789")).await.status, 200);
-    assert_eq!(h.request(80, Req::get("h", "/").header("api-key", "")).await.status, 401);
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("api-key", "k-789"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("api-key", ""))
+            .await
+            .status,
+        401
+    );
 }
 
 #[tokio::test]
@@ -453,27 +695,55 @@ async fn same_level_policies_are_ordered_by_weight_then_age_then_name() {
     let other_secret = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: other, namespace: apps}\nstringData: {c: k-other}\n";
     // Two Gateway-level policies: "a" sorts first by name, but "b" is heavier.
     let a = policy("a", ON_GW, "{secretRef: {name: keys}}");
-    let b = policy("b", ON_GW, "{secretRef: {name: other}}")
-        .replace("name: b, namespace: apps}", "name: b, namespace: apps, annotations: {kgateway.dev/policy-weight: \"10\"}}");
+    let b = policy("b", ON_GW, "{secretRef: {name: other}}").replace(
+        "name: b, namespace: apps}",
+        "name: b, namespace: apps, annotations: {kgateway.dev/policy-weight: \"10\"}}",
+    );
     let h = edge(&format!("{other_secret}{a}{b}")).await;
-    assert_eq!(h.request(80, Req::get("h", "/").header("api-key", "k-other")).await.status, 200);
-    assert_eq!(h.request(80, Req::get("h", "/").header("api-key", "k-123")).await.status, 401);
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("api-key", "k-other"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("api-key", "k-123"))
+            .await
+            .status,
+        401
+    );
     let report = h.app.state.report();
-    let st = report.get(keyway_model::Kind::TrafficPolicy, "apps", "a").unwrap();
+    let st = report
+        .get(keyway_model::Kind::TrafficPolicy, "apps", "a")
+        .unwrap();
     assert_eq!(st.condition("Attached").unwrap().reason, "Overridden");
 
     // Without weights: the older one wins.
-    let a = policy("a", ON_GW, "{secretRef: {name: keys}}")
-        .replace("name: a, namespace: apps}", "name: a, namespace: apps, creationTimestamp: \"2025-06-01T00:00:00Z\"}");
-    let b = policy("b", ON_GW, "{secretRef: {name: other}}")
-        .replace("name: b, namespace: apps}", "name: b, namespace: apps, creationTimestamp: \"2024-06-01T00:00:00Z\"}");
+    let a = policy("a", ON_GW, "{secretRef: {name: keys}}").replace(
+        "name: a, namespace: apps}",
+        "name: a, namespace: apps, creationTimestamp: \"2025-06-01T00:00:00Z\"}",
+    );
+    let b = policy("b", ON_GW, "{secretRef: {name: other}}").replace(
+        "name: b, namespace: apps}",
+        "name: b, namespace: apps, creationTimestamp: \"2024-06-01T00:00:00Z\"}",
+    );
     let h = edge(&format!("{other_secret}{a}{b}")).await;
-    assert_eq!(h.request(80, Req::get("h", "/").header("api-key", "k-other")).await.status, 200);
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("api-key", "k-other"))
+            .await
+            .status,
+        200
+    );
     // Same age: namespace/name decides ("a" before "b").
     let a = policy("a", ON_GW, "{secretRef: {name: keys}}");
     let b = policy("b", ON_GW, "{secretRef: {name: other}}");
     let h = edge(&format!("{other_secret}{a}{b}")).await;
-    assert_eq!(h.request(80, Req::get("h", "/").header("api-key", "k-123")).await.status, 200);
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("api-key", "k-123"))
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -487,14 +757,39 @@ async fn a_route_policy_replaces_the_gateway_policy_as_a_whole() {
     );
     let h = edge(&format!("{other_secret}{gw}{route}")).await;
     // r1: only the route policy's source and keys.
-    assert_eq!(h.request(80, Req::get("h", "/").header("api-key", "k-123")).await.status, 401);
-    assert_eq!(h.request(80, Req::get("h", "/").header("x-route-key", "k-123")).await.status, 401);
-    let r = h.request(80, Req::get("h", "/").header("x-route-key", "k-route")).await;
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("api-key", "k-123"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("x-route-key", "k-123"))
+            .await
+            .status,
+        401
+    );
+    let r = h
+        .request(80, Req::get("h", "/").header("x-route-key", "k-route"))
+        .await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream_header1("x-client").as_deref(), Some("route-client"));
+    assert_eq!(
+        r.upstream_header1("x-client").as_deref(),
+        Some("route-client")
+    );
     // r2 keeps the Gateway policy.
-    assert_eq!(h.request(8080, Req::get("h", "/").header("api-key", "k-123")).await.status, 200);
-    assert_eq!(h.request(8080, Req::get("h", "/").header("x-route-key", "k-route")).await.status, 401);
+    assert_eq!(
+        h.request(8080, Req::get("h", "/").header("api-key", "k-123"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        h.request(8080, Req::get("h", "/").header("x-route-key", "k-route"))
+            .await
+            .status,
+        401
+    );
 }
 
 #[tokio::test]
@@ -502,14 +797,27 @@ async fn invalid_policies_fail_closed_at_gateway_and_route_level() {
     // Gateway level, missing Secret: every route of the Gateway answers 500.
     let h = edge(&policy("p", ON_GW, "{secretRef: {name: missing}}")).await;
     for (port, path) in [(80, "/"), (8080, "/private"), (8080, "/x")] {
-        let r = h.request(port, Req::get("h", path).header("api-key", "k-123")).await;
+        let r = h
+            .request(port, Req::get("h", path).header("api-key", "k-123"))
+            .await;
         assert_eq!(r.status, 500, "{port}{path}");
-        assert_eq!(r.text(), "invalid route configuration detected and replaced with a direct response.");
+        assert_eq!(
+            r.text(),
+            "invalid route configuration detected and replaced with a direct response."
+        );
     }
     let report = h.app.state.report();
-    let accepted = report.get(keyway_model::Kind::TrafficPolicy, "apps", "p").unwrap().condition("Accepted").unwrap().clone();
+    let accepted = report
+        .get(keyway_model::Kind::TrafficPolicy, "apps", "p")
+        .unwrap()
+        .condition("Accepted")
+        .unwrap()
+        .clone();
     assert_eq!(accepted.reason, "Invalid");
-    assert_eq!(accepted.message, "API key secret missing: Secret apps/missing not found");
+    assert_eq!(
+        accepted.message,
+        "API key secret missing: Secret apps/missing not found"
+    );
 
     // Route level: only that route; the other keeps working.
     let h = edge(&policy(
@@ -521,8 +829,16 @@ async fn invalid_policies_fail_closed_at_gateway_and_route_level() {
     assert_eq!(h.get(80, "h", "/").await.status, 500);
     assert_eq!(h.get(8080, "h", "/").await.status, 200);
     let report = h.app.state.report();
-    let msg = &report.get(keyway_model::Kind::TrafficPolicy, "apps", "p").unwrap().condition("Accepted").unwrap().message;
-    assert!(msg.contains("exactly one of secretRef, secretSelector and disable"), "{msg}");
+    let msg = &report
+        .get(keyway_model::Kind::TrafficPolicy, "apps", "p")
+        .unwrap()
+        .condition("Accepted")
+        .unwrap()
+        .message;
+    assert!(
+        msg.contains("exactly one of secretRef, secretSelector and disable"),
+        "{msg}"
+    );
 
     // A security feature Keyway does not implement is refused, not ignored.
     let ext = "---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: ext, namespace: apps}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r1}]\n  extAuth: {extensionRef: {name: authz}}\n";
@@ -536,20 +852,53 @@ async fn invalid_policies_fail_closed_at_gateway_and_route_level() {
     .await;
     assert_eq!(h.get(80, "h", "/").await.status, 500);
     // Validation: a key source with nothing set, too many sources.
-    let h = edge(&policy("p", ON_GW, "{secretRef: {name: keys}, keySources: [{}]}")).await;
+    let h = edge(&policy(
+        "p",
+        ON_GW,
+        "{secretRef: {name: keys}, keySources: [{}]}",
+    ))
+    .await;
     assert_eq!(h.get(80, "h", "/").await.status, 500);
-    let msg = h.app.state.report().get(keyway_model::Kind::TrafficPolicy, "apps", "p").unwrap().condition("Accepted").unwrap().message.clone();
-    assert!(msg.contains("spec.apiKeyAuth.keySources[0]: at least one of header, query and cookie must be set"), "{msg}");
+    let msg = h
+        .app
+        .state
+        .report()
+        .get(keyway_model::Kind::TrafficPolicy, "apps", "p")
+        .unwrap()
+        .condition("Accepted")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        msg.contains(
+            "spec.apiKeyAuth.keySources[0]: at least one of header, query and cookie must be set"
+        ),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
 async fn policy_targeting_a_missing_route_is_target_not_found() {
-    let h = edge(&policy("p", "[{group: gateway.networking.k8s.io, kind: HTTPRoute, name: nope}]", "{secretRef: {name: keys}}")).await;
+    let h = edge(&policy(
+        "p",
+        "[{group: gateway.networking.k8s.io, kind: HTTPRoute, name: nope}]",
+        "{secretRef: {name: keys}}",
+    ))
+    .await;
     let report = h.app.state.report();
-    let st = report.get(keyway_model::Kind::TrafficPolicy, "apps", "p").unwrap();
+    let st = report
+        .get(keyway_model::Kind::TrafficPolicy, "apps", "p")
+        .unwrap();
     let accepted = st.condition("Accepted").unwrap();
-    assert_eq!((accepted.status, accepted.reason.as_str()), (false, "TargetNotFound"));
-    assert!(accepted.message.contains("HTTPRoute apps/nope not found"), "{}", accepted.message);
+    assert_eq!(
+        (accepted.status, accepted.reason.as_str()),
+        (false, "TargetNotFound")
+    );
+    assert!(
+        accepted.message.contains("HTTPRoute apps/nope not found"),
+        "{}",
+        accepted.message
+    );
     assert_eq!(st.condition("Attached").unwrap().reason, "TargetNotFound");
     assert_eq!(h.get(80, "h", "/").await.status, 200);
 }
@@ -558,21 +907,50 @@ async fn policy_targeting_a_missing_route_is_target_not_found() {
 async fn listener_and_rule_section_names() {
     let h = edge(&format!(
         "{}{}",
-        policy("listener", "[{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: one}]", "{secretRef: {name: keys}}"),
-        policy("rule", "[{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r2, sectionName: private}]", "{secretRef: {name: keys}}"),
+        policy(
+            "listener",
+            "[{group: gateway.networking.k8s.io, kind: Gateway, name: gw, sectionName: one}]",
+            "{secretRef: {name: keys}}"
+        ),
+        policy(
+            "rule",
+            "[{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r2, sectionName: private}]",
+            "{secretRef: {name: keys}}"
+        ),
     ))
     .await;
-    assert_eq!(h.get(80, "h", "/").await.status, 401, "listener one is protected");
-    assert_eq!(h.get(8080, "h", "/public").await.status, 200, "listener two is not");
-    assert_eq!(h.get(8080, "h", "/private").await.status, 401, "rule private is");
-    assert_eq!(h.request(8080, Req::get("h", "/private").header("api-key", "k-456")).await.status, 200);
+    assert_eq!(
+        h.get(80, "h", "/").await.status,
+        401,
+        "listener one is protected"
+    );
+    assert_eq!(
+        h.get(8080, "h", "/public").await.status,
+        200,
+        "listener two is not"
+    );
+    assert_eq!(
+        h.get(8080, "h", "/private").await.status,
+        401,
+        "rule private is"
+    );
+    assert_eq!(
+        h.request(8080, Req::get("h", "/private").header("api-key", "k-456"))
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
 async fn target_selectors_and_extension_refs() {
     let sel = "---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: sel, namespace: apps}\nspec:\n  targetSelectors: [{group: gateway.networking.k8s.io, kind: HTTPRoute, matchLabels: {tier: gold}}]\n  apiKeyAuth: {secretRef: {name: keys}}\n";
     let h = edge(sel).await;
-    assert_eq!(h.get(80, "h", "/").await.status, 401, "r1 carries tier=gold");
+    assert_eq!(
+        h.get(80, "h", "/").await.status,
+        401,
+        "r1 carries tier=gold"
+    );
     assert_eq!(h.get(8080, "h", "/").await.status, 200);
 
     // ExtensionRef from a rule counts as rule level.
@@ -612,10 +990,23 @@ spec:
     );
     let h = Harness::start(&m).await;
     assert_eq!(h.get(80, "h", "/foo").await.status, 401);
-    assert_eq!(h.request(80, Req::get("h", "/foo").header("api-key", "k-1")).await.status, 200);
+    assert_eq!(
+        h.request(80, Req::get("h", "/foo").header("api-key", "k-1"))
+            .await
+            .status,
+        200
+    );
     assert_eq!(h.get(80, "h", "/bar").await.status, 200);
     let report = h.app.state.report();
-    assert_eq!(report.get(keyway_model::Kind::TrafficPolicy, "apps", "by-ref").unwrap().condition("Accepted").unwrap().reason, "Valid");
+    assert_eq!(
+        report
+            .get(keyway_model::Kind::TrafficPolicy, "apps", "by-ref")
+            .unwrap()
+            .condition("Accepted")
+            .unwrap()
+            .reason,
+        "Valid"
+    );
 }
 
 #[tokio::test]
@@ -623,27 +1014,70 @@ async fn cross_namespace_secrets_need_a_reference_grant() {
     let vault = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: shared, namespace: vault, labels: {keys: shared}}\nstringData: {c: k-shared}\n";
     let by_ref = policy("p", ON_GW, "{secretRef: {name: shared, namespace: vault}}");
     let h = edge(&format!("{vault}{by_ref}")).await;
-    assert_eq!(h.request(80, Req::get("h", "/").header("api-key", "k-shared")).await.status, 500);
-    let msg = h.app.state.report().get(keyway_model::Kind::TrafficPolicy, "apps", "p").unwrap().condition("Accepted").unwrap().message.clone();
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("api-key", "k-shared"))
+            .await
+            .status,
+        500
+    );
+    let msg = h
+        .app
+        .state
+        .report()
+        .get(keyway_model::Kind::TrafficPolicy, "apps", "p")
+        .unwrap()
+        .condition("Accepted")
+        .unwrap()
+        .message
+        .clone();
     assert!(msg.contains("no ReferenceGrant"), "{msg}");
     let grant = "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: vault}\nspec:\n  from: [{group: gateway.kgateway.dev, kind: TrafficPolicy, namespace: apps}]\n  to: [{group: \"\", kind: Secret}]\n";
     let h = edge(&format!("{vault}{by_ref}{grant}")).await;
-    assert_eq!(h.request(80, Req::get("h", "/").header("api-key", "k-shared")).await.status, 200);
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("api-key", "k-shared"))
+            .await
+            .status,
+        200
+    );
     // A selector reaches granted namespaces too.
-    let by_sel = policy("p", ON_GW, "{secretSelector: {matchExpressions: [{key: keys, operator: In, values: [shared]}]}}");
+    let by_sel = policy(
+        "p",
+        ON_GW,
+        "{secretSelector: {matchExpressions: [{key: keys, operator: In, values: [shared]}]}}",
+    );
     let h = edge(&format!("{vault}{by_sel}{grant}")).await;
-    assert_eq!(h.request(80, Req::get("h", "/").header("api-key", "k-shared")).await.status, 200);
-    assert_eq!(h.request(80, Req::get("h", "/").header("api-key", "k-123")).await.status, 401, "keys has no label keys=shared");
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("api-key", "k-shared"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        h.request(80, Req::get("h", "/").header("api-key", "k-123"))
+            .await
+            .status,
+        401,
+        "keys has no label keys=shared"
+    );
 }
 
 #[tokio::test]
 async fn metrics_count_clients_and_denial_reasons() {
     let h = edge(&policy("p", ON_GW, "{secretRef: {name: keys}}")).await;
-    h.request(80, Req::get("h", "/").header("api-key", "k-123")).await;
-    h.request(80, Req::get("h", "/").header("api-key", "k-123")).await;
+    h.request(80, Req::get("h", "/").header("api-key", "k-123"))
+        .await;
+    h.request(80, Req::get("h", "/").header("api-key", "k-123"))
+        .await;
     h.get(80, "h", "/").await;
-    h.request(80, Req::get("h", "/").header("api-key", "nope")).await;
-    h.request(80, Req::get("h", "/").header("api-key", "a").header("api-key", "b")).await;
+    h.request(80, Req::get("h", "/").header("api-key", "nope"))
+        .await;
+    h.request(
+        80,
+        Req::get("h", "/")
+            .header("api-key", "a")
+            .header("api-key", "b"),
+    )
+    .await;
     let m = h.admin("/metrics").await.text();
     for line in [
         r#"keyway_api_key_allowed_total{policy="apps/p",client="client1"} 2"#,
@@ -656,5 +1090,8 @@ async fn metrics_count_clients_and_denial_reasons() {
     let h = edge(&policy("p", ON_GW, "{secretRef: {name: missing}}")).await;
     h.get(80, "h", "/").await;
     let m = h.admin("/metrics").await.text();
-    assert!(m.contains(r#"keyway_api_key_denied_total{policy="apps/p",reason="invalid_policy"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"keyway_api_key_denied_total{policy="apps/p",reason="invalid_policy"} 1"#),
+        "{m}"
+    );
 }

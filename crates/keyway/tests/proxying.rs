@@ -66,18 +66,39 @@ async fn forwarding_headers_host_path_and_query() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.upstream_path(), "/a/b%20c");
     assert_eq!(r.upstream_query(), "x=1&y=%2F");
-    assert_eq!(r.upstream_header1("host").as_deref(), Some("example.test:80"));
+    assert_eq!(
+        r.upstream_header1("host").as_deref(),
+        Some("example.test:80")
+    );
     for gone in ["x-hop", "keep-alive", "proxy-connection", "te", "upgrade"] {
-        assert_eq!(r.upstream_header(gone), None, "{gone} must not be forwarded");
+        assert_eq!(
+            r.upstream_header(gone),
+            None,
+            "{gone} must not be forwarded"
+        );
     }
     assert_eq!(r.upstream_header1("x-end-to-end").as_deref(), Some("kept"));
-    assert_eq!(r.upstream_header1("x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
-    assert_eq!(r.upstream_header1("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        r.upstream_header1("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(
+        r.upstream_header1("x-forwarded-proto").as_deref(),
+        Some("http")
+    );
     let id = r.upstream_header1("x-request-id").unwrap();
     assert_eq!(id.len(), 36, "{id}");
 
-    let r = h.request(80, Req::get("example.test", "/").header("x-request-id", "my-id-1")).await;
-    assert_eq!(r.upstream_header1("x-request-id").as_deref(), Some("my-id-1"));
+    let r = h
+        .request(
+            80,
+            Req::get("example.test", "/").header("x-request-id", "my-id-1"),
+        )
+        .await;
+    assert_eq!(
+        r.upstream_header1("x-request-id").as_deref(),
+        Some("my-id-1")
+    );
 }
 
 #[tokio::test]
@@ -92,7 +113,10 @@ async fn error_statuses() {
     assert_eq!(r.text(), "upstream request timeout");
 
     // Nothing listening: 503 (connect failure).
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let h = start_with_upstream(dead).await;
     assert_eq!(h.get(80, "example.test", "/").await.status, 503);
 
@@ -106,7 +130,10 @@ async fn error_statuses() {
 #[tokio::test]
 async fn gateway_wide_upstream_timeout_is_configurable() {
     let m = gateway_and_route(&service("default", "app", &[upstream().await]));
-    let h = Harness::start_with(&m, |o| o.settings.upstream_timeout = Duration::from_millis(200)).await;
+    let h = Harness::start_with(&m, |o| {
+        o.settings.upstream_timeout = Duration::from_millis(200)
+    })
+    .await;
     assert_eq!(h.get(80, "example.test", "/delay/1000").await.status, 504);
     assert_eq!(h.get(80, "example.test", "/delay/10").await.status, 200);
 }
@@ -128,12 +155,17 @@ async fn oversized_request_head_gets_431() {
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
     let m = gateway_and_route(&service("default", "app", &[upstream().await]));
-    let h = Harness::start_with(&m, |o| o.server.header_read_timeout = Duration::from_millis(300)).await;
+    let h = Harness::start_with(&m, |o| {
+        o.server.header_read_timeout = Duration::from_millis(300)
+    })
+    .await;
     let mut s = TcpStream::connect(h.addr(80)).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nhost: exa").await.unwrap();
     let mut buf = vec![0u8; 1024];
     let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
-    let n = read.expect("the gateway closes a connection whose headers never finish").unwrap_or(0);
+    let n = read
+        .expect("the gateway closes a connection whose headers never finish")
+        .unwrap_or(0);
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(n == 0 || head.starts_with("HTTP/1.1 408"), "{head}");
 }
@@ -142,7 +174,9 @@ async fn slow_headers_are_cut_off() {
 async fn keep_alive_connections_serve_many_requests() {
     let h = start_with_upstream(upstream().await).await;
     let stream = TcpStream::connect(h.addr(80)).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     for i in 0..20 {
         let req = http::Request::get(format!("/n/{i}"))
@@ -161,9 +195,10 @@ async fn keep_alive_connections_serve_many_requests() {
 async fn http2_with_prior_knowledge() {
     let h = start_with_upstream(upstream().await).await;
     let stream = TcpStream::connect(h.addr(80)).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut tx, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = http::Request::get("http://example.test/h2?x=1")
         .body(Full::new(Bytes::new()))
@@ -183,13 +218,19 @@ async fn large_bodies_stream_both_ways() {
     let chunk = Bytes::from(vec![7u8; 1024 * 1024]);
     let up = (0..24).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone())));
     let stream = TcpStream::connect(h.addr(80)).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let body = StreamBody::new(IterStream(up));
-    let req = http::Request::post("/upload").header("host", "example.test").body(body).unwrap();
+    let req = http::Request::post("/upload")
+        .header("host", "example.test")
+        .body(body)
+        .unwrap();
     let resp = tx.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let v: serde_json::Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     assert_eq!(v["body_length"], 24 * 1024 * 1024);
     use sha2::Digest;
     let mut hasher = sha2::Sha256::new();
@@ -199,7 +240,9 @@ async fn large_bodies_stream_both_ways() {
     assert_eq!(v["body_sha256"], format!("{:x}", hasher.finalize()));
 
     // 48 MiB down.
-    let r = h.get(80, "example.test", &format!("/bytes/{}", 48 * 1024 * 1024)).await;
+    let r = h
+        .get(80, "example.test", &format!("/bytes/{}", 48 * 1024 * 1024))
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 48 * 1024 * 1024);
 }
@@ -212,10 +255,14 @@ async fn echo_stream_upstream() -> SocketAddr {
         loop {
             let (s, _) = l.accept().await.unwrap();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    Ok::<_, Infallible>(http::Response::new(req.into_body()))
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, Infallible>(http::Response::new(req.into_body()))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
             });
         }
     });
@@ -230,10 +277,18 @@ async fn bodies_are_streamed_not_buffered() {
     let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
     let body = StreamBody::new(ReceiverStream(body_rx));
     let stream = TcpStream::connect(h.addr(80)).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::post("/duplex").header("host", "example.test").body(body).unwrap();
-    body_tx.send(Ok(Frame::data(Bytes::from_static(b"ping-0")))).await.unwrap();
+    let req = http::Request::post("/duplex")
+        .header("host", "example.test")
+        .body(body)
+        .unwrap();
+    body_tx
+        .send(Ok(Frame::data(Bytes::from_static(b"ping-0"))))
+        .await
+        .unwrap();
     let resp = tokio::time::timeout(Duration::from_secs(5), tx.send_request(req))
         .await
         .expect("response headers arrive before the request body ends")
@@ -253,7 +308,10 @@ async fn bodies_are_streamed_not_buffered() {
         }
         assert_eq!(got, format!("ping-{i}").as_bytes());
         if i < 4 {
-            body_tx.send(Ok(Frame::data(Bytes::from(format!("ping-{}", i + 1))))).await.unwrap();
+            body_tx
+                .send(Ok(Frame::data(Bytes::from(format!("ping-{}", i + 1)))))
+                .await
+                .unwrap();
         }
     }
 }
@@ -273,26 +331,37 @@ async fn a_client_that_goes_away_cancels_the_upstream_request() {
                 let svc = hyper::service::service_fn(move |_req| {
                     let d = d.clone();
                     async move {
-                        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+                        let (tx, rx) =
+                            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
                         tokio::spawn(async move {
                             loop {
-                                if tx.send(Ok(Frame::data(Bytes::from_static(b"tick\n")))).await.is_err() {
+                                if tx
+                                    .send(Ok(Frame::data(Bytes::from_static(b"tick\n"))))
+                                    .await
+                                    .is_err()
+                                {
                                     d.fetch_add(1, Ordering::SeqCst);
                                     return;
                                 }
                                 tokio::time::sleep(Duration::from_millis(20)).await;
                             }
                         });
-                        Ok::<_, Infallible>(http::Response::new(StreamBody::new(ReceiverStream(rx))))
+                        Ok::<_, Infallible>(http::Response::new(StreamBody::new(ReceiverStream(
+                            rx,
+                        ))))
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
             });
         }
     });
     let h = start_with_upstream(addr).await;
     let mut s = TcpStream::connect(h.addr(80)).await.unwrap();
-    s.write_all(b"GET /forever HTTP/1.1\r\nhost: example.test\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /forever HTTP/1.1\r\nhost: example.test\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -314,17 +383,30 @@ async fn admin_port_reports_health_metrics_config_and_status() {
     assert_eq!(h.admin("/readyz").await.status, 200);
     let metrics = h.admin("/metrics").await.text();
     assert!(
-        metrics.contains(r#"keyway_requests_total{gateway="default/gw",route="default/r",code="200"} 1"#),
+        metrics.contains(
+            r#"keyway_requests_total{gateway="default/gw",route="default/r",code="200"} 1"#
+        ),
         "{metrics}"
     );
-    assert!(metrics.contains("keyway_upstream_request_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("keyway_upstream_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
     assert!(metrics.contains("keyway_config_generation 1"), "{metrics}");
     let dump = h.admin("/config_dump").await.json();
     assert_eq!(dump["generation"], 1);
-    assert_eq!(dump["config"]["ports"]["80"]["listeners"][0]["gateway"], "default/gw");
+    assert_eq!(
+        dump["config"]["ports"]["80"]["listeners"][0]["gateway"],
+        "default/gw"
+    );
     let status = h.admin("/status").await.json();
     let objects = status["objects"].as_array().unwrap();
-    assert!(objects.iter().any(|o| o["kind"] == "HTTPRoute" && o["name"] == "r"), "{status}");
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["kind"] == "HTTPRoute" && o["name"] == "r"),
+        "{status}"
+    );
     assert_eq!(h.admin("/nope").await.status, 404);
 }
 
@@ -332,7 +414,8 @@ async fn admin_port_reports_health_metrics_config_and_status() {
 async fn readyz_is_503_while_a_listener_port_cannot_be_bound() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let m = gateway_and_route(&service("default", "app", &[upstream().await])).replace("port: 80, protocol", &format!("port: {port}, protocol"));
+    let m = gateway_and_route(&service("default", "app", &[upstream().await]))
+        .replace("port: 80, protocol", &format!("port: {port}, protocol"));
     let h = Harness::start_with(&m, |o| o.server.ephemeral_ports = false).await;
     let r = h.admin("/readyz").await;
     assert_eq!(r.status, 503);
@@ -350,24 +433,39 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
     let r = in_flight.await.unwrap();
     assert_eq!(r.status, 200, "the in-flight request finished");
     assert!(started.elapsed() < Duration::from_secs(4));
-    assert!(TcpStream::connect(addr).await.is_err(), "no new connections after shutdown");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no new connections after shutdown"
+    );
     assert_eq!(h.admin("/readyz").await.status, 503);
 }
 
 #[test]
 fn the_binary_exits_0_on_sigterm_after_draining() {
     use std::process::{Command, Stdio};
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
     let (port, admin) = (free(), free());
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = rt.block_on(upstream());
-    let m = gateway_and_route(&service("default", "app", &[up])).replace("port: 80, protocol", &format!("port: {port}, protocol"));
+    let m = gateway_and_route(&service("default", "app", &[up]))
+        .replace("port: 80, protocol", &format!("port: {port}, protocol"));
     std::fs::write(dir.path().join("gw.yaml"), m).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyway"))
         .args(["run", "--config"])
         .arg(dir.path())
-        .args(["--bind-address", "127.0.0.1", "--admin-address", &format!("127.0.0.1:{admin}")])
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--admin-address",
+            &format!("127.0.0.1:{admin}"),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -376,14 +474,22 @@ fn the_binary_exits_0_on_sigterm_after_draining() {
     let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     rt.block_on(async {
         for _ in 0..100 {
-            if TcpStream::connect(admin_addr).await.is_ok() && support::send(admin_addr, Req::get("l", "/readyz")).await.status == 200 {
+            if TcpStream::connect(admin_addr).await.is_ok()
+                && support::send(admin_addr, Req::get("l", "/readyz"))
+                    .await
+                    .status
+                    == 200
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let slow = tokio::spawn(support::send(gw, Req::get("example.test", "/delay/500")));
         tokio::time::sleep(Duration::from_millis(150)).await;
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         assert_eq!(slow.await.unwrap().status, 200);
     });
     let status = child.wait().unwrap();
@@ -394,7 +500,10 @@ struct IterStream<I>(I);
 
 impl<I: Iterator + Unpin> futures_core::Stream for IterStream<I> {
     type Item = I::Item;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<I::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<I::Item>> {
         std::task::Poll::Ready(self.0.next())
     }
 }
@@ -403,7 +512,10 @@ struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
 
 impl<T> futures_core::Stream for ReceiverStream<T> {
     type Item = T;
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
         self.0.poll_recv(cx)
     }
 }

@@ -62,7 +62,12 @@ async fn path_matches_and_precedence_across_routes() {
 
 #[tokio::test]
 async fn header_query_and_method_matches() {
-    let (a, b, c, d) = (upstream().await, upstream().await, upstream().await, upstream().await);
+    let (a, b, c, d) = (
+        upstream().await,
+        upstream().await,
+        upstream().await,
+        upstream().await,
+    );
     let m = format!(
         "{GATEWAY}{}{}{}{}{}",
         service("apps", "a", &[a]),
@@ -77,23 +82,63 @@ async fn header_query_and_method_matches() {
     );
     let h = Harness::start(&m).await;
     let served = |r: support::Resp| r.json()["server"].as_str().unwrap().to_string();
-    assert_eq!(served(h.request(80, Req::get("h", "/").header("version", "two")).await), b.to_string());
-    assert_eq!(served(h.request(80, Req::get("h", "/").header("version", "three")).await), a.to_string());
-    assert_eq!(served(h.get(80, "h", "/?animal=whale").await), c.to_string());
-    assert_eq!(served(h.get(80, "h", "/?animal=dolphin").await), a.to_string());
-    assert_eq!(served(h.request(80, Req::get("h", "/").method("POST")).await), d.to_string());
+    assert_eq!(
+        served(
+            h.request(80, Req::get("h", "/").header("version", "two"))
+                .await
+        ),
+        b.to_string()
+    );
+    assert_eq!(
+        served(
+            h.request(80, Req::get("h", "/").header("version", "three"))
+                .await
+        ),
+        a.to_string()
+    );
+    assert_eq!(
+        served(h.get(80, "h", "/?animal=whale").await),
+        c.to_string()
+    );
+    assert_eq!(
+        served(h.get(80, "h", "/?animal=dolphin").await),
+        a.to_string()
+    );
+    assert_eq!(
+        served(h.request(80, Req::get("h", "/").method("POST")).await),
+        d.to_string()
+    );
     // HEAD does not match a GET rule: it falls through to the catch-all rule.
-    let head = h.request(80, Req::get("h", "/getonly").method("HEAD")).await;
+    let head = h
+        .request(80, Req::get("h", "/getonly").method("HEAD"))
+        .await;
     assert_eq!(head.status, 200);
     assert!(head.headers.get("x-rule").is_none());
-    assert_eq!(h.get(80, "h", "/getonly").await.headers["x-rule"], "getonly");
-    assert_eq!(served(h.request(80, Req::get("h", "/").header("x-re", "v7")).await), c.to_string());
-    assert_eq!(served(h.request(80, Req::get("h", "/").header("x-re", "v77")).await), a.to_string());
+    assert_eq!(
+        h.get(80, "h", "/getonly").await.headers["x-rule"],
+        "getonly"
+    );
+    assert_eq!(
+        served(h.request(80, Req::get("h", "/").header("x-re", "v7")).await),
+        c.to_string()
+    );
+    assert_eq!(
+        served(
+            h.request(80, Req::get("h", "/").header("x-re", "v77"))
+                .await
+        ),
+        a.to_string()
+    );
 }
 
 #[tokio::test]
 async fn hostnames_intersect_and_listeners_are_isolated() {
-    let (a, b, c, d) = (upstream().await, upstream().await, upstream().await, upstream().await);
+    let (a, b, c, d) = (
+        upstream().await,
+        upstream().await,
+        upstream().await,
+        upstream().await,
+    );
     let gw = r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -120,11 +165,23 @@ spec:
     );
     let h = Harness::start(&m).await;
     let served = |r: support::Resp| r.json()["server"].as_str().unwrap().to_string();
-    assert_eq!(served(h.get(80, "foo.example.com", "/").await), b.to_string());
-    assert_eq!(served(h.get(80, "FOO.example.com:80", "/").await), b.to_string());
+    assert_eq!(
+        served(h.get(80, "foo.example.com", "/").await),
+        b.to_string()
+    );
+    assert_eq!(
+        served(h.get(80, "FOO.example.com:80", "/").await),
+        b.to_string()
+    );
     assert_eq!(served(h.get(80, "x.example.com", "/").await), a.to_string());
-    assert_eq!(served(h.get(80, "x.y.example.com", "/").await), a.to_string());
-    assert_eq!(served(h.get(80, "bar.example.com", "/").await), d.to_string());
+    assert_eq!(
+        served(h.get(80, "x.y.example.com", "/").await),
+        a.to_string()
+    );
+    assert_eq!(
+        served(h.get(80, "bar.example.com", "/").await),
+        d.to_string()
+    );
     // `*.example.com` never matches the bare domain: it falls to the listener without hostname.
     assert_eq!(served(h.get(80, "example.com", "/").await), c.to_string());
     assert_eq!(served(h.get(80, "unrelated.org", "/").await), c.to_string());
@@ -170,33 +227,77 @@ spec:
         service("team-a", "a", &[a]),
         service("team-b", "a", &[a]),
         r("infra", "same-ns", "{name: gw, sectionName: same}"),
-        r("team-a", "from-a", "{name: gw, namespace: infra, sectionName: selected}"),
-        r("team-b", "from-b", "{name: gw, namespace: infra, sectionName: selected}"),
+        r(
+            "team-a",
+            "from-a",
+            "{name: gw, namespace: infra, sectionName: selected}"
+        ),
+        r(
+            "team-b",
+            "from-b",
+            "{name: gw, namespace: infra, sectionName: selected}"
+        ),
         r("team-b", "port", "{name: gw, namespace: infra, port: 8080}"),
-        r("team-b", "bad-section", "{name: gw, namespace: infra, sectionName: nope}"),
-        r("team-b", "bad-port", "{name: gw, namespace: infra, port: 9999}"),
+        r(
+            "team-b",
+            "bad-section",
+            "{name: gw, namespace: infra, sectionName: nope}"
+        ),
+        r(
+            "team-b",
+            "bad-port",
+            "{name: gw, namespace: infra, port: 9999}"
+        ),
         r("team-b", "no-gw", "{name: missing, namespace: infra}"),
     );
     let h = Harness::start(&m).await;
     assert_eq!(h.get(80, "same.test", "/").await.status, 200);
     assert_eq!(h.get(80, "selected.test", "/").await.status, 200);
     assert_eq!(h.get(8080, "whatever", "/").await.status, 200);
-    assert_eq!(h.get(8080, "grpc.test", "/").await.status, 404, "kinds excludes HTTPRoute");
+    assert_eq!(
+        h.get(8080, "grpc.test", "/").await.status,
+        404,
+        "kinds excludes HTTPRoute"
+    );
 
     let report = h.app.state.report();
     let reason = |ns: &str, name: &str| {
         let s = report.get(keyway_model::Kind::HttpRoute, ns, name).unwrap();
-        s.sections[0].conditions.iter().find(|c| c.type_ == "Accepted").unwrap().reason.clone()
+        s.sections[0]
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Accepted")
+            .unwrap()
+            .reason
+            .clone()
     };
     assert_eq!(reason("team-a", "from-a"), "Accepted");
     assert_eq!(reason("team-b", "from-b"), "NotAllowedByListeners");
     assert_eq!(reason("team-b", "bad-section"), "NoMatchingParent");
     assert_eq!(reason("team-b", "bad-port"), "NoMatchingParent");
     assert_eq!(reason("team-b", "no-gw"), "NoMatchingParent");
-    let gw = report.get(keyway_model::Kind::Gateway, "infra", "gw").unwrap();
-    let listener = gw.sections.iter().find(|s| s.section == "listener no-http-routes").unwrap();
-    assert_eq!(listener.conditions.iter().find(|c| c.type_ == "ResolvedRefs").unwrap().reason, "InvalidRouteKinds");
-    let selected = gw.sections.iter().find(|s| s.section == "listener selected").unwrap();
+    let gw = report
+        .get(keyway_model::Kind::Gateway, "infra", "gw")
+        .unwrap();
+    let listener = gw
+        .sections
+        .iter()
+        .find(|s| s.section == "listener no-http-routes")
+        .unwrap();
+    assert_eq!(
+        listener
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ResolvedRefs")
+            .unwrap()
+            .reason,
+        "InvalidRouteKinds"
+    );
+    let selected = gw
+        .sections
+        .iter()
+        .find(|s| s.section == "listener selected")
+        .unwrap();
     assert_eq!(selected.attached_routes, Some(1));
 }
 
@@ -222,15 +323,38 @@ spec:
 "#;
     let h = Harness::start(m).await;
     let report = h.app.state.report();
-    let second = report.get(keyway_model::Kind::Gateway, "infra", "second").unwrap();
-    let dup = second.sections.iter().find(|s| s.section == "listener dup").unwrap();
-    let conflicted = dup.conditions.iter().find(|c| c.type_ == "Conflicted").unwrap();
-    assert!(conflicted.status && conflicted.message.contains("Gateway infra/first listener http"), "{conflicted:?}");
-    let tls = second.sections.iter().find(|s| s.section == "listener tls").unwrap();
+    let second = report
+        .get(keyway_model::Kind::Gateway, "infra", "second")
+        .unwrap();
+    let dup = second
+        .sections
+        .iter()
+        .find(|s| s.section == "listener dup")
+        .unwrap();
+    let conflicted = dup
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Conflicted")
+        .unwrap();
+    assert!(
+        conflicted.status
+            && conflicted
+                .message
+                .contains("Gateway infra/first listener http"),
+        "{conflicted:?}"
+    );
+    let tls = second
+        .sections
+        .iter()
+        .find(|s| s.section == "listener tls")
+        .unwrap();
     assert_eq!(tls.conditions[0].reason, "UnsupportedProtocol");
     assert!(report.has_problems());
     let text = report.problems().join("\n");
-    assert!(text.contains("Gateway infra/second [listener dup] Conflicted=True HostnameConflict"), "{text}");
+    assert!(
+        text.contains("Gateway infra/second [listener dup] Conflicted=True HostnameConflict"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -246,7 +370,12 @@ async fn weighted_backends_split_traffic_and_weight_zero_gets_none() {
     let h = Harness::start(&m).await;
     let mut served = Vec::new();
     for _ in 0..400 {
-        served.push(h.get(80, "h", "/").await.json()["server"].as_str().unwrap().to_string());
+        served.push(
+            h.get(80, "h", "/").await.json()["server"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     let t = tally(served);
     assert!(!t.contains_key(&z.to_string()), "{t:?}");
@@ -265,9 +394,11 @@ async fn endpoints_are_balanced_round_robin_and_failed_ones_skipped() {
     };
     // Same port for all endpoints in one slice is not possible with distinct ports, so use
     // three slices.
-    let slices = |name: &str, addr: std::net::SocketAddr| format!(
+    let slices = |name: &str, addr: std::net::SocketAddr| {
+        format!(
         "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}, namespace: apps, labels: {{kubernetes.io/service-name: s}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"{}\"]}}]\n",
-        addr.port(), addr.ip());
+        addr.port(), addr.ip())
+    };
     let m = format!(
         "{GATEWAY}---\napiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: apps}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n{}{}{}{}",
         slices("s1", a),
@@ -286,7 +417,10 @@ async fn endpoints_are_balanced_round_robin_and_failed_ones_skipped() {
         }
     }
     let failures = statuses.iter().filter(|s| **s == 503).count();
-    assert!(failures <= 1, "the dead endpoint is tried at most once before it is skipped: {statuses:?}");
+    assert!(
+        failures <= 1,
+        "the dead endpoint is tried at most once before it is skipped: {statuses:?}"
+    );
     let t = tally(served);
     assert!(t[&a.to_string()] >= 13 && t[&b.to_string()] >= 13, "{t:?}");
 }
@@ -297,7 +431,10 @@ async fn request_and_response_header_modifiers() {
     let m = format!(
         "{GATEWAY}{}{}",
         service("apps", "a", &[a]),
-        route("apps", "r", r#"  rules:
+        route(
+            "apps",
+            "r",
+            r#"  rules:
   - filters:
     - type: RequestHeaderModifier
       requestHeaderModifier:
@@ -316,11 +453,18 @@ async fn request_and_response_header_modifiers() {
       - type: RequestHeaderModifier
         requestHeaderModifier:
           set: [{name: X-Backend, value: a}]
-"#),
+"#
+        ),
     );
     let h = Harness::start(&m).await;
     let r = h
-        .request(80, Req::get("h", "/response-headers?X-Header-Remove=1&X-Kept=2").header("x-set", "client").header("x-add", "client").header("x-remove", "gone"))
+        .request(
+            80,
+            Req::get("h", "/response-headers?X-Header-Remove=1&X-Kept=2")
+                .header("x-set", "client")
+                .header("x-add", "client")
+                .header("x-remove", "gone"),
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_header1("x-set").as_deref(), Some("set-value"));
@@ -328,7 +472,10 @@ async fn request_and_response_header_modifiers() {
     assert_eq!(r.upstream_header("x-remove"), None);
     assert_eq!(r.upstream_header1("x-backend").as_deref(), Some("a"));
     assert_eq!(r.headers["x-resp-set"], "one");
-    assert_eq!(r.headers["content-type"], "application/json; encoding=utf-8,extra");
+    assert_eq!(
+        r.headers["content-type"],
+        "application/json; encoding=utf-8,extra"
+    );
     assert!(r.headers.get("x-header-remove").is_none());
     assert_eq!(r.headers["x-kept"], "2");
 }
@@ -357,13 +504,36 @@ spec:
         rule("/prefix", "{scheme: http, port: 80, path: {type: ReplacePrefixMatch, replacePrefixMatch: /replaced}}"),
     );
     let h = Harness::start(&m).await;
-    let loc = |r: support::Resp| (r.status.as_u16(), r.headers["location"].to_str().unwrap().to_string());
-    assert_eq!(loc(h.get(8080, "a.test", "/host/x?q=1").await), (302, "http://example.org:8080/host/x?q=1".into()));
-    assert_eq!(loc(h.get(8080, "a.test", "/https").await), (302, "https://a.test/https".into()));
-    assert_eq!(loc(h.get(8080, "a.test:8080", "/port").await), (302, "http://a.test:8443/port".into()));
-    assert_eq!(loc(h.get(8080, "a.test", "/status").await), (301, "http://a.test:8080/status".into()));
-    assert_eq!(loc(h.get(8080, "a.test", "/full/x").await), (302, "http://a.test:8080/new".into()));
-    assert_eq!(loc(h.get(8080, "a.test", "/prefix/one").await), (302, "http://a.test/replaced/one".into()));
+    let loc = |r: support::Resp| {
+        (
+            r.status.as_u16(),
+            r.headers["location"].to_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(
+        loc(h.get(8080, "a.test", "/host/x?q=1").await),
+        (302, "http://example.org:8080/host/x?q=1".into())
+    );
+    assert_eq!(
+        loc(h.get(8080, "a.test", "/https").await),
+        (302, "https://a.test/https".into())
+    );
+    assert_eq!(
+        loc(h.get(8080, "a.test:8080", "/port").await),
+        (302, "http://a.test:8443/port".into())
+    );
+    assert_eq!(
+        loc(h.get(8080, "a.test", "/status").await),
+        (301, "http://a.test:8080/status".into())
+    );
+    assert_eq!(
+        loc(h.get(8080, "a.test", "/full/x").await),
+        (302, "http://a.test:8080/new".into())
+    );
+    assert_eq!(
+        loc(h.get(8080, "a.test", "/prefix/one").await),
+        (302, "http://a.test/replaced/one".into())
+    );
 }
 
 #[tokio::test]
@@ -372,7 +542,10 @@ async fn url_rewrite_host_and_path() {
     let m = format!(
         "{GATEWAY}{}{}",
         service("apps", "a", &[a]),
-        route("apps", "r", r#"  rules:
+        route(
+            "apps",
+            "r",
+            r#"  rules:
   - matches: [{path: {type: PathPrefix, value: /prefix/one}}]
     filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}}}]
     backendRefs: [{name: a, port: 80}]
@@ -382,16 +555,23 @@ async fn url_rewrite_host_and_path() {
   - matches: [{path: {type: PathPrefix, value: /full}}]
     filters: [{type: URLRewrite, urlRewrite: {hostname: rewritten.test, path: {type: ReplaceFullPath, replaceFullPath: /all}}}]
     backendRefs: [{name: a, port: 80}]
-"#),
+"#
+        ),
     );
     let h = Harness::start(&m).await;
     let r = h.get(80, "h", "/prefix/one/two?x=1").await;
-    assert_eq!((r.upstream_path(), r.upstream_query()), ("/one/two".into(), "x=1".into()));
+    assert_eq!(
+        (r.upstream_path(), r.upstream_query()),
+        ("/one/two".into(), "x=1".into())
+    );
     assert_eq!(h.get(80, "h", "/strip/a/b").await.upstream_path(), "/a/b");
     assert_eq!(h.get(80, "h", "/strip").await.upstream_path(), "/");
     let r = h.get(80, "h", "/full/x").await;
     assert_eq!(r.upstream_path(), "/all");
-    assert_eq!(r.upstream_header1("host").as_deref(), Some("rewritten.test"));
+    assert_eq!(
+        r.upstream_header1("host").as_deref(),
+        Some("rewritten.test")
+    );
 }
 
 #[tokio::test]
@@ -401,7 +581,10 @@ async fn unresolved_backends_answer_500_for_their_share_only() {
         "{GATEWAY}{}{}{}",
         service("apps", "a", &[a]),
         service("other", "x", &[a]),
-        route("apps", "r", r#"  rules:
+        route(
+            "apps",
+            "r",
+            r#"  rules:
   - matches: [{path: {type: PathPrefix, value: /missing}}]
     backendRefs: [{name: nope, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /cross}}]
@@ -412,7 +595,8 @@ async fn unresolved_backends_answer_500_for_their_share_only() {
   - matches: [{path: {type: PathPrefix, value: /half}}]
     backendRefs: [{name: a, port: 80}, {name: nope, port: 80}]
   - backendRefs: [{name: a, port: 80}]
-"#),
+"#
+        ),
     );
     let h = Harness::start(&m).await;
     for p in ["/missing", "/cross", "/kind", "/none"] {
@@ -426,12 +610,27 @@ async fn unresolved_backends_answer_500_for_their_share_only() {
     let t = tally(codes);
     assert!(t[&200] > 20 && t[&500] > 20, "{t:?}");
     let report = h.app.state.report();
-    let s = report.get(keyway_model::Kind::HttpRoute, "apps", "r").unwrap();
-    let resolved = s.sections[0].conditions.iter().find(|c| c.type_ == "ResolvedRefs").unwrap();
+    let s = report
+        .get(keyway_model::Kind::HttpRoute, "apps", "r")
+        .unwrap();
+    let resolved = s.sections[0]
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ResolvedRefs")
+        .unwrap();
     assert!(!resolved.status);
     assert_eq!(resolved.reason, "BackendNotFound");
-    assert!(resolved.message.contains("RefNotPermitted") || resolved.message.contains("no ReferenceGrant"), "{}", resolved.message);
-    assert!(resolved.message.contains("ConfigMap"), "{}", resolved.message);
+    assert!(
+        resolved.message.contains("RefNotPermitted")
+            || resolved.message.contains("no ReferenceGrant"),
+        "{}",
+        resolved.message
+    );
+    assert!(
+        resolved.message.contains("ConfigMap"),
+        "{}",
+        resolved.message
+    );
 
     // A ReferenceGrant makes the cross-namespace reference work.
     let granted = format!(

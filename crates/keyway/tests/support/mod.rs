@@ -18,7 +18,9 @@ use tokio::net::TcpStream;
 
 /// Starts the echo upstream on a free loopback port.
 pub async fn upstream() -> SocketAddr {
-    keyway::echo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap()
+    keyway::echo::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
 }
 
 /// A Service `name` in `ns` with port 80 (named `http`) and an EndpointSlice sending it to
@@ -27,9 +29,18 @@ pub fn service(ns: &str, name: &str, addrs: &[SocketAddr]) -> String {
     let port = addrs.first().map(|a| a.port()).unwrap_or(1);
     let endpoints: String = addrs
         .iter()
-        .map(|a| format!("- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n", a.ip()))
+        .map(|a| {
+            format!(
+                "- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n",
+                a.ip()
+            )
+        })
         .collect();
-    let endpoints = if endpoints.is_empty() { "[]\n".to_string() } else { format!("\n{endpoints}") };
+    let endpoints = if endpoints.is_empty() {
+        "[]\n".to_string()
+    } else {
+        format!("\n{endpoints}")
+    };
     format!(
         "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: {port}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports:\n- {{name: http, port: {port}}}\nendpoints: {endpoints}"
     )
@@ -83,7 +94,9 @@ impl Harness {
 
     /// Where the Gateway listener `port` is bound.
     pub fn addr(&self, port: u16) -> SocketAddr {
-        self.app.addr(port).unwrap_or_else(|| panic!("listener port {port} is not bound"))
+        self.app
+            .addr(port)
+            .unwrap_or_else(|| panic!("listener port {port} is not bound"))
     }
 
     /// GET `path` with `Host: host` on listener `port`.
@@ -165,7 +178,8 @@ impl Resp {
 
     /// The echo upstream's JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 
     /// The values of a header as the echo upstream received it (Title-Case name).
@@ -173,7 +187,13 @@ impl Resp {
         let v = self.json();
         let h = v["headers"].as_object()?;
         let key = h.keys().find(|k| k.eq_ignore_ascii_case(name))?;
-        Some(h[key].as_array()?.iter().map(|s| s.as_str().unwrap_or("").to_string()).collect())
+        Some(
+            h[key]
+                .as_array()?
+                .iter()
+                .map(|s| s.as_str().unwrap_or("").to_string())
+                .collect(),
+        )
     }
 
     /// The single value of a header the upstream received.
@@ -193,7 +213,9 @@ impl Resp {
 /// Sends one HTTP/1.1 request on a fresh connection and reads the whole response.
 pub async fn send(addr: SocketAddr, req: Req) -> Resp {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req.build()))
         .await
@@ -219,7 +241,9 @@ pub fn tally<K: Ord>(keys: impl IntoIterator<Item = K>) -> BTreeMap<K, usize> {
 
 /// The shared upstream test manifests (`../shared/testdata`).
 pub fn shared_testdata(rel: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata").join(rel);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata")
+        .join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -235,7 +259,10 @@ pub fn kubectl_apply(docs: &[&str]) -> String {
                 continue;
             }
             let kind = v["kind"].as_str().unwrap_or("").to_string();
-            let ns = v["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+            let ns = v["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string();
             let name = v["metadata"]["name"].as_str().unwrap_or("").to_string();
             let key = (kind, ns, name);
             if !objects.contains_key(&key) {

@@ -1,0 +1,319 @@
+//! The `keyway` binary: `check`, `crds`, `--help`/`--version`, and the no-leak guarantee
+//! proven at `RUST_LOG=trace` across every surface (logs, metrics, dumps, statuses, errors).
+
+mod support;
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{service, Req};
+
+fn keyway() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_keyway"))
+}
+
+fn quickstart() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart")
+}
+
+#[test]
+fn check_on_the_quickstart_lists_listeners_routes_and_policies() {
+    let out = keyway()
+        .args(["check", "--config"])
+        .arg(quickstart())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Gateway kgateway-system/http listener http port 8080"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("HTTPRoute httpbin/httpbin rule 0: PathPrefix / -> Service httpbin/httpbin:8000 (1 endpoints, weight 1) [api key auth by kgateway-system/apikey-auth (1 keys)]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("TrafficPolicy kgateway-system/apikey-auth Accepted=True Valid"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no problems found"), "{stdout}");
+}
+
+#[test]
+fn check_reports_problems_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  gatewayClassName: x\n  listeners: [{name: h, port: 80, protocol: HTTP}]\n---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: p}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]\n  apiKeyAuth: {secretRef: {name: nope}}\n",
+    )
+    .unwrap();
+    let out = keyway()
+        .args(["check", "--config"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("TrafficPolicy default/p Accepted=False Invalid: API key secret nope: Secret default/nope not found"), "{stdout}");
+    assert!(stdout.contains("1 problem(s):"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("({}:8)", dir.path().join("a.yaml").display())),
+        "origin with file and line: {stdout}"
+    );
+}
+
+#[test]
+fn check_names_file_line_and_column_of_a_malformed_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: s\nspec:\n  ports:\n  - port: [oops]\n",
+    )
+    .unwrap();
+    let out = keyway()
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains(&format!("error: {}:7:", file.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Service default/s"), "{stderr}");
+}
+
+#[test]
+fn crds_print_traffic_policy_and_backend() {
+    let out = keyway().arg("crds").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let docs: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 2);
+    assert_eq!(
+        docs[0]["metadata"]["name"].as_str(),
+        Some("trafficpolicies.gateway.kgateway.dev")
+    );
+    assert_eq!(
+        docs[1]["metadata"]["name"].as_str(),
+        Some("backends.gateway.kgateway.dev")
+    );
+    assert!(
+        text.contains("apiKeyAuth")
+            && text.contains("keySources")
+            && text.contains("secretSelector")
+    );
+}
+
+#[test]
+fn help_and_version_everywhere() {
+    for args in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["check", "--help"],
+        vec!["crds", "--help"],
+        vec!["--version"],
+        vec!["run", "--version"],
+    ] {
+        let out = keyway().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(!out.stdout.is_empty(), "{args:?}");
+    }
+    let out = keyway().args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config",
+        "--bind-address",
+        "--admin-address",
+        "--log-format",
+        "--upstream-timeout",
+    ] {
+        assert!(help.contains(flag), "{flag} in\n{help}");
+    }
+}
+
+/// Every key used here, and the 8-character windows of each, must not appear anywhere.
+const KEYS: [&str; 4] = [
+    "N2YwMDIxZTEtNGUzNS1jNzgzLTRkYjAtYjE2YzRkZGVmNjcy",
+    "s3cr3t-ZQWXEC-rvtbyn-query",
+    "s3cr3t-PLMOKN-ijbuhv-cookie",
+    "wr0ng-presented-K3Y-UJMYHN",
+];
+
+fn assert_no_key(surface: &str, text: &str) {
+    for key in KEYS {
+        for w in key.as_bytes().windows(8) {
+            let w = std::str::from_utf8(w).unwrap();
+            assert!(!text.contains(w), "{surface} contains {w:?} from a key");
+        }
+    }
+}
+
+#[test]
+fn no_key_ever_appears_in_logs_metrics_dumps_statuses_or_errors() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(support::upstream());
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, admin) = (free(), free());
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = format!(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: any
+  listeners: [{{name: h, port: {port}, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules: [{{backendRefs: [{{name: app, port: 80}}]}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: keys}}
+stringData: {{alice: {}, bob: {}, carol: {}}}
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: p}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]
+  apiKeyAuth:
+    secretRef: {{name: keys}}
+    clientIdHeader: x-client
+    keySources: [{{header: api-key}}, {{query: k}}, {{cookie: c}}]
+{}"#,
+        KEYS[0],
+        KEYS[1],
+        KEYS[2],
+        service("default", "app", &[up])
+    );
+    std::fs::write(dir.path().join("m.yaml"), &manifests).unwrap();
+    let mut child = keyway()
+        .args(["run", "--config"])
+        .arg(dir.path())
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--admin-address",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let gw: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let surfaces = rt.block_on(async {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(admin).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let mut statuses = Vec::new();
+        for req in [
+            Req::get("h", "/").header("api-key", &format!("Bearer {}", KEYS[0])),
+            Req::get("h", &format!("/q?k={}", KEYS[1])),
+            Req::get("h", "/").header("cookie", &format!("c={}; other=1", KEYS[2])),
+            Req::get("h", "/").header("api-key", KEYS[3]),
+            Req::get("h", &format!("/q?k={}&k={}", KEYS[3], KEYS[1])),
+            Req::get("h", "/"),
+        ] {
+            statuses.push(support::send(gw, req).await.status.as_u16());
+        }
+        assert_eq!(statuses, [200, 200, 200, 401, 401, 401]);
+        // A reload into a duplicate-key conflict: error paths too.
+        let dup = manifests.replace("carol: ", &format!("dave: {}, carol: ", KEYS[0]));
+        std::fs::write(dir.path().join("m.yaml"), dup).unwrap();
+        Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(support::send(gw, Req::get("h", "/")).await.status, 500);
+        let mut out = Vec::new();
+        for path in ["/metrics", "/config_dump", "/status"] {
+            out.push((
+                path.to_string(),
+                support::send(admin, Req::get("l", path)).await.text(),
+            ));
+        }
+        out
+    });
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(logs.contains("TRACE"), "the test must run at trace level");
+    assert!(
+        logs.contains("client=\"alice\""),
+        "the access log names the client"
+    );
+    assert!(
+        logs.contains("duplicate API key value shared by client"),
+        "the conflict is logged"
+    );
+    assert_no_key("the logs", &logs);
+    for (path, text) in &surfaces {
+        assert!(!text.is_empty(), "{path}");
+        assert_no_key(path, text);
+    }
+    assert!(
+        surfaces[2].1.contains("\\\"alice\\\"") || surfaces[2].1.contains("alice"),
+        "the status names clients"
+    );
+
+    // `keyway check` on the conflicting manifests: errors name clients, never keys.
+    let check = keyway()
+        .args(["check", "--config"])
+        .arg(dir.path())
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(text.contains("\"dave\""), "{text}");
+    assert_no_key("keyway check", &text);
+}
