@@ -4,7 +4,8 @@
 //! - [`app`]: load → compile → serve → reload, for standalone mode;
 //! - [`admin`]: the admin port; [`state`]: what it reports;
 //! - [`check`]: `keyway check`'s human-readable summary;
-//! - [`echo`]: the httpbin-like sample upstream of the quickstart.
+//! - [`echo`]: the httpbin-like sample upstream of the quickstart;
+//! - [`watch`]: live reload when a manifest file changes.
 
 pub mod admin;
 pub mod app;
@@ -12,3 +13,4 @@ pub mod check;
 pub mod echo;
 pub mod logging;
 pub mod state;
+pub mod watch;

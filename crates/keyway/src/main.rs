@@ -79,6 +79,12 @@ struct RunArgs {
     /// Load balancing across a backend's endpoints.
     #[arg(long, value_enum, default_value_t = Lb::RoundRobin)]
     lb: Lb,
+    /// Quiet time after a manifest file changes before reloading.
+    #[arg(long, default_value = "25ms", value_parser = humantime::parse_duration)]
+    reload_debounce: Duration,
+    /// Do not watch the config paths (reload on SIGHUP only).
+    #[arg(long)]
+    no_watch: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -193,6 +199,17 @@ async fn run(args: RunArgs) -> ExitCode {
             }
             eprintln!("{} error(s); not starting", errors.len());
             return ExitCode::FAILURE;
+        }
+    };
+    let _watch = if args.no_watch {
+        None
+    } else {
+        match keyway::watch::spawn(app.clone(), &args.config.config, args.reload_debounce) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("error: cannot watch the config paths: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     };
     wait_for_signals(&app).await;

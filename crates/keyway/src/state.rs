@@ -13,7 +13,8 @@ use keyway_dataplane::Metrics;
 pub struct State {
     generation: AtomicU64,
     applied_at: Mutex<Option<SystemTime>>,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<(SystemTime, String)>>,
+    last_attempt_failed: AtomicBool,
     report: ArcSwap<Report>,
     warnings: Mutex<Vec<String>>,
     ready: AtomicBool,
@@ -29,6 +30,7 @@ impl State {
             generation: AtomicU64::new(0),
             applied_at: Mutex::new(None),
             last_error: Mutex::new(None),
+            last_attempt_failed: AtomicBool::new(false),
             report: ArcSwap::from_pointee(Report::default()),
             warnings: Mutex::new(Vec::new()),
             ready: AtomicBool::new(false),
@@ -41,7 +43,7 @@ impl State {
     pub fn applied(&self, report: Report, warnings: Vec<String>) -> u64 {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         *self.applied_at.lock().expect("lock") = Some(SystemTime::now());
-        *self.last_error.lock().expect("lock") = None;
+        self.last_attempt_failed.store(false, Ordering::SeqCst);
         *self.warnings.lock().expect("lock") = warnings;
         self.report.store(Arc::new(report));
         self.metrics.config_generation.set(generation as i64);
@@ -51,7 +53,8 @@ impl State {
     /// Records a reload that failed; the previous config keeps serving.
     pub fn failed(&self, error: String) {
         self.metrics.config_reload_failures.inc();
-        *self.last_error.lock().expect("lock") = Some(error);
+        self.last_attempt_failed.store(true, Ordering::SeqCst);
+        *self.last_error.lock().expect("lock") = Some((SystemTime::now(), error));
     }
 
     /// Sets readiness (first config applied and every port bound).
@@ -78,17 +81,21 @@ impl State {
         self.report.load_full()
     }
 
-    /// Summary for the admin port.
+    /// Summary for the admin port: `stale` is true while the newest reload attempt failed
+    /// and an older config is serving; `last_error` is the most recent failure.
     pub fn summary(&self) -> serde_json::Value {
         let applied_at = self
             .applied_at
             .lock()
             .expect("lock")
             .map(|t| humantime::format_rfc3339_millis(t).to_string());
+        let last_error = self.last_error.lock().expect("lock").clone();
         serde_json::json!({
             "generation": self.generation(),
             "applied_at": applied_at,
-            "last_error": *self.last_error.lock().expect("lock"),
+            "stale": self.last_attempt_failed.load(Ordering::SeqCst),
+            "last_error": last_error.as_ref().map(|(_, e)| e),
+            "last_error_at": last_error.map(|(t, _)| humantime::format_rfc3339_millis(t).to_string()),
             "warnings": *self.warnings.lock().expect("lock"),
         })
     }

@@ -50,6 +50,7 @@ pub fn service(ns: &str, name: &str, addrs: &[SocketAddr]) -> String {
 pub struct Harness {
     pub app: Arc<App>,
     pub dir: tempfile::TempDir,
+    pub watch: Option<keyway::watch::WatchHandle>,
 }
 
 impl Harness {
@@ -79,7 +80,20 @@ impl Harness {
             Ok(app) => app,
             Err(e) => panic!("gateway did not start: {e:#?}"),
         };
-        Harness { app, dir }
+        Harness {
+            app,
+            dir,
+            watch: None,
+        }
+    }
+
+    /// As [`Harness::start`], and watching the directory like `keyway run` does.
+    pub async fn start_watching(manifests: &str) -> Harness {
+        let mut h = Self::start(manifests).await;
+        let paths = vec![h.dir.path().to_path_buf()];
+        h.watch =
+            Some(keyway::watch::spawn(h.app.clone(), &paths, Duration::from_millis(25)).unwrap());
+        h
     }
 
     pub fn config_path(&self) -> PathBuf {

@@ -1,0 +1,169 @@
+//! Live reload: watch every config path and reload when a change is complete.
+//!
+//! Editors save in different ways: write in place, truncate then write, or write a
+//! temporary file and rename it over the original. All of them produce events on the file or
+//! its directory, so the directory of each path is watched.
+//!
+//! A file is never read while a writer still has it open: on Linux a file that was modified
+//! counts as *being written* until its close-after-write event arrives (or, if it never does,
+//! for at most [`MAX_OPEN_WAIT`]). A reload happens once no watched file is being written and
+//! nothing changed for the debounce period (or, under a stream of changes, at least every
+//! [`MAX_DELAY`]). If a reload still fails, for instance on a file some tool wrote in two
+//! separate opens, the previous config keeps serving and the reload is retried shortly after,
+//! and again on the next change.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+use crate::app::App;
+
+/// Longest a file counts as being written without a close event.
+pub const MAX_OPEN_WAIT: Duration = Duration::from_secs(5);
+/// Longest a stream of changes can hold a reload back.
+pub const MAX_DELAY: Duration = Duration::from_millis(250);
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+
+/// Keeps the watcher alive; dropping it stops watching.
+pub struct WatchHandle {
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Files modified and not yet closed, with when they were first seen so.
+type Writing = Arc<Mutex<HashMap<PathBuf, Instant>>>;
+
+/// Starts watching `paths` (files or directories) and reloading `app` on change.
+pub fn spawn(app: Arc<App>, paths: &[PathBuf], debounce: Duration) -> notify::Result<WatchHandle> {
+    let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let absolute: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let watched_dirs: HashSet<PathBuf> = absolute.iter().filter(|p| p.is_dir()).cloned().collect();
+    let files: HashSet<PathBuf> = absolute.iter().filter(|p| !p.is_dir()).cloned().collect();
+    let mut dirs = watched_dirs.clone();
+    dirs.extend(
+        files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf)),
+    );
+    let relevant = move |path: &Path| {
+        files.contains(path)
+            || (path.parent().is_some_and(|d| watched_dirs.contains(d)) && is_manifest(path))
+    };
+
+    let writing: Writing = Arc::default();
+    let in_callback = writing.clone();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let event = match res {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "file watch error");
+                return;
+            }
+        };
+        let mut changed = false;
+        let mut writing = in_callback.lock().expect("writing lock");
+        for path in event.paths.iter().filter(|p| relevant(p)) {
+            match event.kind {
+                EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_) => {
+                    writing.entry(path.clone()).or_insert_with(Instant::now);
+                }
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                    writing.remove(path);
+                }
+                EventKind::Access(_) => continue,
+                _ => {
+                    // Renamed into place, removed, metadata: complete as it is.
+                    writing.remove(path);
+                }
+            }
+            changed = true;
+        }
+        drop(writing);
+        if changed {
+            let _ = tx.send(());
+        }
+    })?;
+    for d in &dirs {
+        watcher.watch(d, RecursiveMode::NonRecursive)?;
+        tracing::info!(dir = %d.display(), "watching for changes");
+    }
+    let task = tokio::spawn(reload_loop(app, rx, debounce, writing));
+    Ok(WatchHandle {
+        _watcher: watcher,
+        task,
+    })
+}
+
+fn is_manifest(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+/// Whether some file is still open for writing (and not for suspiciously long).
+fn still_writing(writing: &Writing) -> Option<Duration> {
+    let w = writing.lock().expect("writing lock");
+    w.values()
+        .map(|since| since.elapsed())
+        .filter(|age| *age < MAX_OPEN_WAIT)
+        .min()
+        .map(|age| MAX_OPEN_WAIT - age)
+}
+
+async fn reload_loop(
+    app: Arc<App>,
+    mut rx: mpsc::UnboundedReceiver<()>,
+    debounce: Duration,
+    writing: Writing,
+) {
+    let mut retry = false;
+    loop {
+        if retry {
+            match tokio::time::timeout(RETRY_AFTER, rx.recv()).await {
+                Ok(None) => return,
+                Ok(Some(())) | Err(_) => {}
+            }
+        } else if rx.recv().await.is_none() {
+            return;
+        }
+        // Settle: quiet for `debounce` (or `MAX_DELAY` since the first change), and no file
+        // half-written.
+        let first = Instant::now();
+        loop {
+            let wait = match still_writing(&writing) {
+                Some(left) => left,
+                None if first.elapsed() >= MAX_DELAY => break,
+                None => debounce.min(MAX_DELAY.saturating_sub(first.elapsed())),
+            };
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) => return,
+                Err(_) if still_writing(&writing).is_some() => continue,
+                Err(_) => break,
+            }
+        }
+        let was_retry = retry;
+        retry = match app.reload().await {
+            Ok(generation) => {
+                tracing::debug!(generation, "reloaded after a file change");
+                false
+            }
+            Err(_) => !was_retry,
+        };
+    }
+}

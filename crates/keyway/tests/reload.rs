@@ -1,0 +1,325 @@
+//! Live configuration: file edits apply without a restart, bad edits never take serving
+//! down, and requests under constant reloads never fail.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use support::{service, upstream, Harness, Req};
+use tokio::net::TcpStream;
+
+fn manifests(up: std::net::SocketAddr, keys: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: any
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules: [{{backendRefs: [{{name: app, port: 80}}]}}]
+---
+apiVersion: gateway.kgateway.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: p}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]
+  apiKeyAuth: {{secretRef: {{name: keys}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: keys}}
+stringData: {{{keys}}}
+{}
+{extra}"#,
+        service("default", "app", &[up])
+    )
+}
+
+async fn status_with(h: &Harness, key: &str) -> u16 {
+    h.request(80, Req::get("h", "/").header("api-key", key))
+        .await
+        .status
+        .as_u16()
+}
+
+/// Polls until `f` holds or 3 s pass.
+async fn eventually<F: std::future::Future<Output = bool>>(mut f: impl FnMut() -> F) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn editing_a_secret_revokes_and_adds_keys() {
+    let up = upstream().await;
+    let h = Harness::start_watching(&manifests(up, "a: k-old", "")).await;
+    assert_eq!(status_with(&h, "k-old").await, 200);
+    std::fs::write(h.config_path(), manifests(up, "a: k-new", "")).unwrap();
+    assert!(
+        eventually(|| async { status_with(&h, "k-old").await == 401 }).await,
+        "old key revoked"
+    );
+    assert_eq!(status_with(&h, "k-new").await, 200);
+    assert!(h.app.state.generation() >= 2);
+}
+
+#[tokio::test]
+async fn a_bad_edit_keeps_the_previous_config_and_says_where() {
+    let up = upstream().await;
+    let h = Harness::start_watching(&manifests(up, "a: k-1", "")).await;
+    std::fs::write(
+        h.config_path(),
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: keys\n",
+    )
+    .unwrap();
+    assert!(
+        eventually(|| async { h.admin("/config_dump").await.json()["stale"] == true }).await,
+        "the failed reload is reported"
+    );
+    let dump = h.admin("/config_dump").await.json();
+    let err = dump["last_error"].as_str().unwrap().to_string();
+    let file = h.config_path().display().to_string();
+    assert!(err.starts_with(&format!("{file}:")), "{err}");
+    assert_eq!(dump["generation"], 1);
+    assert_eq!(
+        status_with(&h, "k-1").await,
+        200,
+        "still serving the previous config"
+    );
+    assert_eq!(h.admin("/readyz").await.status, 200);
+    let m = h.admin("/metrics").await.text();
+    assert!(m.contains("keyway_config_reload_failures_total 1"), "{m}");
+    // An object that parses but is invalid fails closed per SPEC; the rest keeps working.
+    std::fs::write(
+        h.config_path(),
+        manifests(up, "a: k-1", "")
+            .replace("name: keys}}", "name: nope}}")
+            .replace("secretRef: {name: keys}", "secretRef: {name: nope}"),
+    )
+    .unwrap();
+    assert!(eventually(|| async { status_with(&h, "k-1").await == 500 }).await);
+    assert_eq!(h.admin("/config_dump").await.json()["stale"], false);
+}
+
+#[tokio::test]
+async fn rename_over_and_truncate_then_write_both_apply() {
+    let up = upstream().await;
+    let h = Harness::start_watching(&manifests(up, "a: k-1", "")).await;
+    // Write a temporary file, then rename it over the original (vim, most editors).
+    let tmp = h.dir.path().join(".config.yaml.swp");
+    std::fs::write(&tmp, manifests(up, "a: k-2", "")).unwrap();
+    std::fs::rename(&tmp, h.config_path()).unwrap();
+    assert!(eventually(|| async { status_with(&h, "k-2").await == 200 }).await);
+    // Truncate, pause (the file is empty for a moment), then write.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(h.config_path())
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        f.write_all(manifests(up, "a: k-3", "").as_bytes()).unwrap();
+    }
+    assert!(eventually(|| async { status_with(&h, "k-3").await == 200 }).await);
+    assert_eq!(status_with(&h, "k-2").await, 401);
+}
+
+#[tokio::test]
+async fn a_file_caught_half_written_is_never_applied_half() {
+    use std::io::Write;
+    let up = upstream().await;
+    let h = Harness::start_watching(&manifests(up, "a: k-1", "")).await;
+    let generation = h.app.state.generation();
+    // A writer that truncates, writes part of the file, pauses much longer than the
+    // debounce, then writes the rest and closes. Cut right after `apiKeyAuth:` the policy
+    // would parse without its auth: applying it would serve the route unauthenticated.
+    let next = manifests(up, "a: k-2", "");
+    let cut = next.find("apiKeyAuth:").unwrap() + "apiKeyAuth:".len();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(h.config_path())
+        .unwrap();
+    f.write_all(next[..cut].as_bytes()).unwrap();
+    f.flush().unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            h.get(80, "h", "/").await.status,
+            401,
+            "auth never turns off"
+        );
+        assert_eq!(
+            h.app.state.generation(),
+            generation,
+            "nothing applied while the file is open"
+        );
+    }
+    f.write_all(next[cut..].as_bytes()).unwrap();
+    drop(f);
+    assert!(eventually(|| async { status_with(&h, "k-2").await == 200 }).await);
+    assert_eq!(status_with(&h, "k-1").await, 401);
+}
+
+#[tokio::test]
+async fn listeners_open_and_close_with_the_config() {
+    let up = upstream().await;
+    let h = Harness::start_watching(&manifests(up, "a: k-1", "")).await;
+    let second = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw2}\nspec:\n  gatewayClassName: any\n  listeners: [{name: http, port: 9090, protocol: HTTP}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r2}\nspec:\n  parentRefs: [{name: gw2}]\n  rules: [{backendRefs: [{name: app, port: 80}]}]\n";
+    std::fs::write(h.config_path(), manifests(up, "a: k-1", second)).unwrap();
+    assert!(
+        eventually(|| async { h.app.addr(9090).is_some() }).await,
+        "port opened"
+    );
+    assert_eq!(h.get(9090, "h", "/").await.status, 200);
+    let addr = h.addr(9090);
+    std::fs::write(h.config_path(), manifests(up, "a: k-1", "")).unwrap();
+    assert!(
+        eventually(|| async { h.app.addr(9090).is_none() }).await,
+        "port closed"
+    );
+    assert!(
+        eventually(|| async { TcpStream::connect(addr).await.is_err() }).await,
+        "nothing accepts there"
+    );
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_on_their_config_and_keep_alive_picks_up_the_new_one() {
+    let (a, b) = (upstream().await, upstream().await);
+    let h = Harness::start_watching(&manifests(a, "a: k-1", "")).await;
+    // A keep-alive connection.
+    let stream = TcpStream::connect(h.addr(80)).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = |path: &str| {
+        http::Request::get(path)
+            .header("host", "h")
+            .header("api-key", "k-1")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let slow = tokio::spawn(support::send(
+        h.addr(80),
+        Req::get("h", "/delay/600").header("api-key", "k-1"),
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::write(h.config_path(), manifests(b, "a: k-1", "")).unwrap();
+    let served_by = |body: Bytes| {
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["server"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let start = Instant::now();
+    loop {
+        let resp = tx.send_request(req("/")).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        if served_by(body) == b.to_string() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "the keep-alive connection never saw the new config"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["server"],
+        a.to_string(),
+        "the in-flight request finished where it started"
+    );
+}
+
+#[tokio::test]
+async fn no_failed_request_under_constant_reloads() {
+    let up = upstream().await;
+    let h = Harness::start_watching(&manifests(up, "a: k-1", "")).await;
+    let addr = h.addr(80);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..32 {
+        let (stop, ok) = (stop.clone(), ok.clone());
+        workers.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut bad = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let req = http::Request::get("/")
+                    .header("host", "h")
+                    .header("api-key", "k-1")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                match tx.send_request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let _ = resp.into_body().collect().await;
+                        if status == 200 {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            bad.push(format!("status {status}"));
+                        }
+                    }
+                    Err(e) => {
+                        bad.push(format!("connection error: {e}"));
+                        break;
+                    }
+                }
+            }
+            bad
+        }));
+    }
+    // A config change every 100 ms for 3 s: new client keys, a header filter flip-flopping.
+    for i in 0..30 {
+        let keys = format!("a: k-1, b{i}: k-extra-{i}");
+        let extra = if i % 2 == 0 { "" } else { "# odd generation\n" };
+        std::fs::write(h.config_path(), manifests(up, &keys, extra)).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for w in workers {
+        failures.extend(w.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > 300,
+        "load was too light to mean anything"
+    );
+    assert!(
+        h.app.state.generation() > 5,
+        "reloads happened: {}",
+        h.app.state.generation()
+    );
+}
