@@ -134,9 +134,8 @@ async fn reload_loop(
     let mut retry = false;
     loop {
         if retry {
-            match tokio::time::timeout(RETRY_AFTER, rx.recv()).await {
-                Ok(None) => return,
-                Ok(Some(())) | Err(_) => {}
+            if let Ok(None) = tokio::time::timeout(RETRY_AFTER, rx.recv()).await {
+                return;
             }
         } else if rx.recv().await.is_none() {
             return;
