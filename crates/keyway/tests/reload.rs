@@ -158,7 +158,7 @@ async fn a_file_caught_half_written_is_never_applied_half() {
         .truncate(true)
         .open(h.config_path())
         .unwrap();
-    f.write_all(next[..cut].as_bytes()).unwrap();
+    f.write_all(&next.as_bytes()[..cut]).unwrap();
     f.flush().unwrap();
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -173,7 +173,7 @@ async fn a_file_caught_half_written_is_never_applied_half() {
             "nothing applied while the file is open"
         );
     }
-    f.write_all(next[cut..].as_bytes()).unwrap();
+    f.write_all(&next.as_bytes()[cut..]).unwrap();
     drop(f);
     assert!(eventually(|| async { status_with(&h, "k-2").await == 200 }).await);
     assert_eq!(status_with(&h, "k-1").await, 401);
