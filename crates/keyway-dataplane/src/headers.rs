@@ -1,7 +1,5 @@
 //! Header rules every proxied request and response follows.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
@@ -52,19 +50,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets `x-forwarded-for` (appending the peer), `x-forwarded-proto`, and `x-request-id`
-/// (kept when the client sent one), as Envoy does at the edge.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr) {
-    let mut buf = itoa_ip(peer);
+/// Sets `x-forwarded-for` (appending the peer's IP), `x-forwarded-proto`, and
+/// `x-request-id` (kept when the client sent one), as Envoy does at the edge.
+pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
     let xff = match headers.get(&X_FORWARDED_FOR) {
         Some(prev) => {
-            let mut joined = Vec::with_capacity(prev.len() + 2 + buf.len());
+            let mut joined = Vec::with_capacity(prev.len() + 2 + peer_ip.len());
             joined.extend_from_slice(prev.as_bytes());
             joined.extend_from_slice(b", ");
-            joined.extend_from_slice(buf.as_bytes());
+            joined.extend_from_slice(peer_ip.as_bytes());
             HeaderValue::from_bytes(&joined).ok()
         }
-        None => HeaderValue::from_str(&std::mem::take(&mut buf)).ok(),
+        None => Some(peer_ip.clone()),
     };
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
@@ -72,16 +69,6 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr) {
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID.clone(), request_id());
-    }
-}
-
-fn itoa_ip(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
-        IpAddr::V4(v4) => v4.to_string(),
     }
 }
 
@@ -139,7 +126,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.insert("x-request-id", HeaderValue::from_static("abc"));
-        set_forwarded(&mut h, "127.0.0.1".parse().unwrap());
+        set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-request-id"], "abc");

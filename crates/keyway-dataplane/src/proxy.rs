@@ -34,6 +34,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// How long an endpoint that refused a connection is skipped.
     pub eject_for: Duration,
+    /// Write one access-log line per request (target `keyway::access`).
+    pub access_log: bool,
 }
 
 impl Default for Settings {
@@ -42,6 +44,7 @@ impl Default for Settings {
             upstream_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(5),
             eject_for: Duration::from_secs(5),
+            access_log: true,
         }
     }
 }
@@ -53,6 +56,37 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     client: UpstreamClient,
     settings: Settings,
+}
+
+/// What every request on one connection shares, computed once when it is accepted.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The Gateway listener port the connection arrived on.
+    pub port: u16,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The client's IP as a header value, for `x-forwarded-for`.
+    pub peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    /// Describes a connection accepted on listener `port` from `peer`.
+    pub fn new(port: u16, peer: SocketAddr) -> Self {
+        let ip = match peer.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        ConnInfo {
+            port,
+            peer,
+            peer_ip: HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value"),
+        }
+    }
+}
+
+fn empty() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
 }
 
 /// What the access log says about a request beyond its status.
@@ -87,63 +121,61 @@ impl Gateway {
     }
 
     /// Serves one request that arrived on the listener port `port` from `peer`.
-    pub async fn handle(
-        self: Arc<Self>,
-        port: u16,
-        peer: SocketAddr,
-        req: Request<Incoming>,
-    ) -> Response<Body> {
+    pub async fn handle(self: Arc<Self>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
         let config = self.config.load_full();
         let (mut parts, body) = req.into_parts();
+        let request_id = match parts.headers.get(&X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = headers::request_id();
+                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+                id
+            }
+        };
         let mut outcome = Outcome::default();
-        let method = parts.method.clone();
-        let path = parts.uri.path().to_owned();
-        let request_id = parts.headers.get(&X_REQUEST_ID).cloned();
 
-        let response = self
-            .serve(&config, port, peer, &mut parts, body, &mut outcome)
-            .await;
+        let response = self.serve(&config, &conn, &mut parts, body, &mut outcome).await;
 
         let status = response.status();
-        let empty: Arc<str> = Arc::from("");
         self.metrics
             .requests
             .get_or_create(&RequestLabels {
-                gateway: outcome.gateway.clone().unwrap_or_else(|| empty.clone()),
-                route: outcome.route.clone().unwrap_or(empty),
+                gateway: outcome.gateway.clone().unwrap_or_else(empty),
+                route: outcome.route.clone().unwrap_or_else(empty),
                 code: status.as_u16(),
             })
             .inc();
-        tracing::info!(
-            target: "keyway::access",
-            method = %method,
-            path = %path,
-            status = status.as_u16(),
-            duration_ms = start.elapsed().as_secs_f64() * 1000.0,
-            gateway = outcome.gateway.as_deref().unwrap_or("-"),
-            route = outcome.route.as_deref().unwrap_or("-"),
-            client = outcome.client.as_deref().unwrap_or("-"),
-            denied = outcome.denied.unwrap_or("-"),
-            upstream = outcome.upstream.as_deref().unwrap_or("-"),
-            request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
-            peer = %peer,
-        );
+        if self.settings.access_log {
+            tracing::info!(
+                target: "keyway::access",
+                method = %parts.method,
+                path = %parts.uri.path(),
+                status = status.as_u16(),
+                duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+                gateway = outcome.gateway.as_deref().unwrap_or("-"),
+                route = outcome.route.as_deref().unwrap_or("-"),
+                client = outcome.client.as_deref().unwrap_or("-"),
+                denied = outcome.denied.unwrap_or("-"),
+                upstream = outcome.upstream.as_deref().unwrap_or("-"),
+                request_id = request_id.to_str().unwrap_or("-"),
+                peer = %conn.peer,
+            );
+        }
         response
     }
 
     async fn serve(
         &self,
         config: &Config,
-        port: u16,
-        peer: SocketAddr,
+        conn: &ConnInfo,
         parts: &mut Parts,
         body: Incoming,
         outcome: &mut Outcome,
     ) -> Response<Body> {
         // 1. Route.
-        let host = router::request_host(parts).to_owned();
-        let (listener, route) = match router::route(config, port, &host, parts) {
+        let routed = router::route(config, conn.port, router::request_host(parts), parts);
+        let (listener, route) = match routed {
             Routed::Route(l, r) => (l, r),
             Routed::NoRoute(l) => {
                 outcome.gateway = Some(l.gateway.clone());
@@ -160,10 +192,7 @@ impl Gateway {
             Auth::Invalid { policy } => {
                 self.count_denied(policy, "invalid_policy");
                 outcome.denied = Some("invalid_policy");
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    Bytes::from_static(INVALID_ROUTE_BODY.as_bytes()),
-                );
+                return text(StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(INVALID_ROUTE_BODY.as_bytes()));
             }
             Auth::ApiKey { policy } => match auth::authenticate(policy, parts) {
                 Ok(client) => {
@@ -187,8 +216,8 @@ impl Gateway {
         // 3. Act.
         match &*route.action {
             Action::Direct { status, body } => text(*status, body.clone()),
-            Action::Redirect(r) => redirect(r, route, listener, &host, parts),
-            Action::Forward(f) => self.forward(f, route, parts, body, peer, outcome).await,
+            Action::Redirect(r) => redirect(r, route, listener, router::request_host(parts), parts),
+            Action::Forward(f) => self.forward(f, route, parts, body, conn, outcome).await,
         }
     }
 
@@ -208,7 +237,7 @@ impl Gateway {
         route: &Route,
         parts: &mut Parts,
         body: Incoming,
-        peer: SocketAddr,
+        conn: &ConnInfo,
         outcome: &mut Outcome,
     ) -> Response<Body> {
         let backend = f.pick(fastrand::u32(..));
@@ -240,7 +269,7 @@ impl Gateway {
             }
         }
         headers::strip_hop_by_hop(&mut parts.headers);
-        headers::set_forwarded(&mut parts.headers, peer.ip());
+        headers::set_forwarded(&mut parts.headers, &conn.peer_ip);
         if !f.request_headers.is_empty() {
             f.request_headers.apply(&mut parts.headers);
         }

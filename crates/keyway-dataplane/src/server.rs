@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::proxy::Gateway;
+use crate::proxy::{ConnInfo, Gateway};
 
 /// How listeners are opened and connections handled.
 #[derive(Clone, Debug)]
@@ -257,9 +257,11 @@ impl Server {
     ) {
         let _ = stream.set_nodelay(true);
         let gateway = self.gateway.clone();
+        let info = Arc::new(ConnInfo::new(port, peer));
         let service = service_fn(move |req| {
             let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(port, peer, req).await) }
+            let info = info.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(info, req).await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)

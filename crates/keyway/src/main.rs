@@ -82,6 +82,9 @@ struct RunArgs {
     /// Quiet time after a manifest file changes before reloading.
     #[arg(long, default_value = "25ms", value_parser = humantime::parse_duration)]
     reload_debounce: Duration,
+    /// Write one access-log line per request.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    access_log: bool,
     /// Do not watch the config paths (reload on SIGHUP only).
     #[arg(long)]
     no_watch: bool,
@@ -95,7 +98,7 @@ enum Lb {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    let _log_guard = logging::init(cli.log_format);
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Crds => crds(),
@@ -187,6 +190,7 @@ async fn run(args: RunArgs) -> ExitCode {
         settings: Settings {
             upstream_timeout: args.upstream_timeout,
             connect_timeout: args.connect_timeout,
+            access_log: args.access_log,
             ..Default::default()
         },
         admin: Some(args.admin_address),
