@@ -472,9 +472,9 @@ fn forward(
             })
             .collect();
         let filters = compile_filters(&converted, matches, &mut problems);
-        if filters.redirect.is_some() || !filters.extension_refs.is_empty() {
+        if !filters.extension_refs.is_empty() {
             problems
-                .push("RequestRedirect and ExtensionRef are not supported on a backendRef".into());
+                .push("ExtensionRef is not supported on a backendRef (put it on the rule)".into());
         }
         let target = if !problems.is_empty() {
             replaced.push(format!(
@@ -500,6 +500,7 @@ fn forward(
             request_headers: filters.request,
             response_headers: filters.response,
             rewrite: filters.rewrite,
+            redirect: filters.redirect,
         });
     }
     if backends.is_empty() {

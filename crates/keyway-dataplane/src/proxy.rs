@@ -73,13 +73,16 @@ impl ConnInfo {
     /// Describes a connection accepted on listener `port` from `peer`.
     pub fn new(port: u16, peer: SocketAddr) -> Self {
         let ip = match peer.ip() {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
             v4 => v4,
         };
         ConnInfo {
             port,
             peer,
-            peer_ip: HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value"),
+            peer_ip: HeaderValue::from_str(&ip.to_string())
+                .expect("an IP address is a valid header value"),
         }
     }
 }
@@ -121,7 +124,11 @@ impl Gateway {
     }
 
     /// Serves one request that arrived on the listener port `port` from `peer`.
-    pub async fn handle(self: Arc<Self>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        conn: Arc<ConnInfo>,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         let start = Instant::now();
         let config = self.config.load_full();
         let (mut parts, body) = req.into_parts();
@@ -135,7 +142,9 @@ impl Gateway {
         };
         let mut outcome = Outcome::default();
 
-        let response = self.serve(&config, &conn, &mut parts, body, &mut outcome).await;
+        let response = self
+            .serve(&config, &conn, &mut parts, body, &mut outcome)
+            .await;
 
         let status = response.status();
         self.metrics
@@ -192,7 +201,10 @@ impl Gateway {
             Auth::Invalid { policy } => {
                 self.count_denied(policy, "invalid_policy");
                 outcome.denied = Some("invalid_policy");
-                return text(StatusCode::INTERNAL_SERVER_ERROR, Bytes::from_static(INVALID_ROUTE_BODY.as_bytes()));
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Bytes::from_static(INVALID_ROUTE_BODY.as_bytes()),
+                );
             }
             Auth::ApiKey { policy } => match auth::authenticate(policy, parts) {
                 Ok(client) => {
@@ -217,7 +229,10 @@ impl Gateway {
         match &*route.action {
             Action::Direct { status, body } => text(*status, body.clone()),
             Action::Redirect(r) => redirect(r, route, listener, router::request_host(parts), parts),
-            Action::Forward(f) => self.forward(f, route, parts, body, conn, outcome).await,
+            Action::Forward(f) => {
+                self.forward(f, route, listener, parts, body, conn, outcome)
+                    .await
+            }
         }
     }
 
@@ -231,16 +246,21 @@ impl Gateway {
             .inc();
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         f: &Forward,
         route: &Route,
+        listener: &Listener,
         parts: &mut Parts,
         body: Incoming,
         conn: &ConnInfo,
         outcome: &mut Outcome,
     ) -> Response<Body> {
         let backend = f.pick(fastrand::u32(..));
+        if let Some(r) = &backend.redirect {
+            return redirect(r, route, listener, router::request_host(parts), parts);
+        }
         let upstream = match &backend.target {
             Target::Upstream(u) => u,
             Target::Invalid(_) => {

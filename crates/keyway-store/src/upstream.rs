@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::uri::Authority;
 use serde::{Serialize, Serializer};
 
-use crate::route::{HeaderFilter, Rewrite};
+use crate::route::{HeaderFilter, Redirect, Rewrite};
 
 /// One `backendRef` of a rule, with its weight and backend-level filters.
 #[derive(Debug, Serialize)]
@@ -24,6 +24,9 @@ pub struct WeightedBackend {
     /// Backend-level `URLRewrite`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+    /// Backend-level `RequestRedirect`: traffic sent to this backend is redirected instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
 }
 
 /// A resolved backend, or the reason this share of traffic answers 500.

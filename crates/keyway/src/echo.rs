@@ -3,7 +3,8 @@
 //! `/anything` do, so you can see exactly what the gateway forwarded.
 //!
 //! `/status/N` answers with status N; `/bytes/N` streams N bytes; `/delay/MS` answers after
-//! MS milliseconds; `/response-headers?k=v` adds response headers; any request body is read (streamed, never held) and its length and
+//! MS milliseconds; `/response-headers?k=v` (or a request header
+//! `X-Echo-Set-Header: Name:value,...`) adds response headers; any request body is read (streamed, never held) and its length and
 //! SHA-256 are reported, with the address of the server that answered.
 
 use std::collections::BTreeMap;
@@ -119,6 +120,19 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr, server: &str) -> Respo
         ))
         .boxed(),
     );
+    // Conformance-suite style: `X-Echo-Set-Header: Name:value,Name:value`.
+    for spec in parts.headers.get_all("x-echo-set-header") {
+        for pair in spec.to_str().unwrap_or("").split(',') {
+            if let Some((k, v)) = pair.split_once(':') {
+                if let (Ok(k), Ok(v)) = (
+                    http::HeaderName::from_bytes(k.trim().as_bytes()),
+                    http::HeaderValue::from_str(v.trim()),
+                ) {
+                    r.headers_mut().append(k, v);
+                }
+            }
+        }
+    }
     if path == "/response-headers" {
         for (k, values) in &args {
             for v in values {
