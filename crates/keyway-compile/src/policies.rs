@@ -10,7 +10,7 @@
 //! does a policy that asks for a security feature Keyway does not implement (`extAuth`,
 //! `jwtAuth`, ...): serving its routes without that check would be worse than not serving.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use http::HeaderName;
@@ -678,24 +678,28 @@ fn secrets<'a>(
 /// Builds the digest map. Messages name clients and Secrets, never a key.
 fn credentials(secrets: &[(&ObjectKey, &Secret)], errors: &mut Vec<String>) -> Credentials {
     let mut out = Credentials::default();
-    let mut owner: HashMap<[u8; 32], (String, String)> = HashMap::new();
+    // Who owns each digest: (client, index of its Secret), borrowed from the snapshot.
+    let mut owner: HashMap<[u8; 16], (&str, usize)> = HashMap::new();
+    // One shared id per client name, however many keys it has.
+    let mut ids: HashMap<&str, Arc<str>> = HashMap::new();
     let mut dup_errors = Vec::new();
-    for (skey, secret) in secrets {
-        let entries: BTreeMap<_, _> = secret.entries.iter().collect();
-        for (client, value) in entries {
+    for (si, (skey, secret)) in secrets.iter().enumerate() {
+        for (client, value) in &secret.entries {
             let key = trim_ascii(value.expose());
             if key.is_empty() {
                 continue;
             }
             let d = digest(key);
             match owner.get(&d) {
-                Some((prev_client, _)) if prev_client == client => {}
+                Some((prev_client, _)) if *prev_client == client.as_str() => {}
                 Some((prev_client, prev_secret)) => dup_errors.push(format!(
-                    "duplicate API key value shared by client {prev_client:?} in secret {prev_secret} and client {client:?} in secret {skey}"
+                    "duplicate API key value shared by client {prev_client:?} in secret {} and client {client:?} in secret {skey}",
+                    secrets[*prev_secret].0
                 )),
                 None => {
-                    owner.insert(d, (client.clone(), skey.to_string()));
-                    out.insert(d, Arc::from(client.as_str()));
+                    owner.insert(d, (client.as_str(), si));
+                    let id = ids.entry(client.as_str()).or_insert_with(|| Arc::from(client.as_str()));
+                    out.insert(d, id.clone());
                 }
             }
         }
@@ -712,6 +716,7 @@ fn credentials(secrets: &[(&ObjectKey, &Secret)], errors: &mut Vec<String>) -> C
             names.join(", ")
         ));
     }
+    out.shrink_to_fit();
     out
 }
 

@@ -1,5 +1,5 @@
-//! One body type for everything Keyway sends: nothing, a fixed buffer, or a stream
-//! passed through from the other side. An enum, so no request pays for boxing.
+//! One body type for everything Keyway sends: nothing, a fixed buffer, or a stream passed
+//! through from the other side. An enum, so no request pays for boxing.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -7,6 +7,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::upstream::Checkin;
 
 /// A request or response body.
 #[derive(Debug, Default)]
@@ -18,12 +20,25 @@ pub enum Body {
     Full(Option<Bytes>),
     /// A body streamed from a peer, never buffered whole.
     Stream(Incoming),
+    /// An upstream response body; its connection goes back to the pool once it has been
+    /// read to the end.
+    Upstream(Incoming, Option<Checkin>),
 }
 
 impl Body {
     /// A body with these bytes.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         Body::Full(Some(bytes.into()))
+    }
+
+    /// An upstream response body that returns `checkin` when done.
+    pub fn upstream(body: Incoming, checkin: Checkin) -> Self {
+        use http_body::Body as _;
+        if body.is_end_stream() {
+            checkin.give_back();
+            return Body::Upstream(body, None);
+        }
+        Body::Upstream(body, Some(checkin))
     }
 }
 
@@ -45,6 +60,25 @@ impl http_body::Body for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Stream(s) => Pin::new(s).poll_frame(cx),
+            Body::Upstream(s, checkin) => {
+                let polled = Pin::new(&mut *s).poll_frame(cx);
+                let done = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => s.is_end_stream(),
+                    Poll::Ready(Some(Err(_))) => {
+                        // A broken body never goes back to the pool.
+                        checkin.take();
+                        false
+                    }
+                    Poll::Pending => false,
+                };
+                if done {
+                    if let Some(c) = checkin.take() {
+                        c.give_back();
+                    }
+                }
+                polled
+            }
         }
     }
 
@@ -52,7 +86,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
-            Body::Stream(s) => s.is_end_stream(),
+            Body::Stream(s) | Body::Upstream(s, _) => s.is_end_stream(),
         }
     }
 
@@ -61,7 +95,7 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
-            Body::Stream(s) => s.size_hint(),
+            Body::Stream(s) | Body::Upstream(s, _) => s.size_hint(),
         }
     }
 }

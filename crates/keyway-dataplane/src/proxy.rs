@@ -333,7 +333,7 @@ impl Gateway {
         let _active = endpoint.start_request();
         let sent = Instant::now();
         let timeout = route.timeout.unwrap_or(self.settings.upstream_timeout);
-        let resp = match self.client.send(out, timeout).await {
+        let resp = match self.client.send(&endpoint.authority, out, timeout).await {
             Ok(r) => r,
             Err(UpstreamError::Timeout) => {
                 return text(
@@ -372,7 +372,7 @@ impl Gateway {
         if !backend.response_headers.is_empty() {
             backend.response_headers.apply(&mut rp.headers);
         }
-        Response::from_parts(rp, Body::Stream(rb))
+        Response::from_parts(rp, rb)
     }
 }
 

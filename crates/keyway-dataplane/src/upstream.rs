@@ -1,12 +1,26 @@
-//! The pooled keep-alive client that carries requests to upstream endpoints.
+//! The upstream client: HTTP/1.1 keep-alive connections per endpoint, pooled.
+//!
+//! A connection is taken from the endpoint's idle list (or dialled), carries one request,
+//! and goes back to the list as soon as its response body has been read to the end, so the
+//! next request reuses it. A response body dropped half-read takes its connection with it
+//! (the connection closes). A request that could not be written because the pooled
+//! connection had been closed by the upstream meanwhile is sent again on another one;
+//! nothing that was sent is ever retried.
+//!
+//! This is leaner than a general-purpose client: no pool task per checkout, no per-request
+//! URI or key cloning beyond the endpoint's authority, one lock per request and one per
+//! return.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::uri::Authority;
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::body::Body;
 
@@ -21,45 +35,145 @@ pub enum UpstreamError {
     Protocol,
 }
 
-/// HTTP/1.1 client with a connection pool per endpoint.
+/// Idle connections per endpoint, shared by every request.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, Body>,
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    idle: Mutex<HashMap<Authority, Vec<SendRequest<Body>>>>,
+    connect_timeout: Duration,
+    max_idle_per_endpoint: usize,
+}
+
+/// Returns a connection to the pool once its response body has been read to the end.
+pub struct Checkin {
+    sender: SendRequest<Body>,
+    authority: Authority,
+    pool: Arc<Pool>,
+}
+
+impl Checkin {
+    /// Puts the connection back for the next request to the same endpoint.
+    pub fn give_back(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.pool.idle.lock().expect("pool lock");
+        let list = idle.entry(self.authority).or_default();
+        if list.len() < self.pool.max_idle_per_endpoint {
+            list.push(self.sender);
+        }
+    }
+}
+
+impl std::fmt::Debug for Checkin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Checkin({})", self.authority)
+    }
 }
 
 impl UpstreamClient {
     /// A client whose connects give up after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        UpstreamClient { client }
+        UpstreamClient {
+            pool: Arc::new(Pool {
+                idle: Mutex::new(HashMap::new()),
+                connect_timeout,
+                max_idle_per_endpoint: 1024,
+            }),
+        }
     }
 
-    /// Sends `req` (absolute URI naming the endpoint) and waits for the response headers.
-    pub async fn send(
-        &self,
-        req: Request<Body>,
-        timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => {
-                tracing::debug!(error = %e, "upstream connect failed");
-                Err(UpstreamError::Connect)
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "upstream request failed");
-                Err(UpstreamError::Protocol)
+    fn checkout(&self, authority: &Authority) -> Option<SendRequest<Body>> {
+        let mut idle = self.pool.idle.lock().expect("pool lock");
+        let list = idle.get_mut(authority)?;
+        while let Some(sender) = list.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
             }
         }
+        None
+    }
+
+    async fn connect(
+        &self,
+        authority: &Authority,
+        deadline: Instant,
+    ) -> Result<SendRequest<Body>, UpstreamError> {
+        let connect_by = deadline.min(Instant::now() + self.pool.connect_timeout);
+        let stream =
+            match tokio::time::timeout_at(connect_by, TcpStream::connect(authority.as_str())).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%authority, error = %e, "upstream connect failed");
+                    return Err(UpstreamError::Connect);
+                }
+                Err(_) if connect_by < deadline => return Err(UpstreamError::Connect),
+                Err(_) => return Err(UpstreamError::Timeout),
+            };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| UpstreamError::Connect)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) to `authority` and waits for the response
+    /// headers until `timeout`.
+    pub async fn send(
+        &self,
+        authority: &Authority,
+        mut req: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let deadline = Instant::now() + timeout;
+        // A pooled connection the upstream closed meanwhile hands the request back
+        // unsent; try the next one, then a fresh connection.
+        for _ in 0..4 {
+            let (mut sender, reused) = match self.checkout(authority) {
+                Some(s) => (s, true),
+                None => (self.connect(authority, deadline).await?, false),
+            };
+            if !sender.is_ready() {
+                match tokio::time::timeout_at(deadline, sender.ready()).await {
+                    Err(_) => return Err(UpstreamError::Timeout),
+                    Ok(Err(_)) if reused => continue,
+                    Ok(Err(_)) => return Err(UpstreamError::Protocol),
+                    Ok(Ok(())) => {}
+                }
+            }
+            match tokio::time::timeout_at(deadline, sender.try_send_request(req)).await {
+                Err(_) => return Err(UpstreamError::Timeout),
+                Ok(Ok(resp)) => {
+                    let (parts, body) = resp.into_parts();
+                    let checkin = Checkin {
+                        sender,
+                        authority: authority.clone(),
+                        pool: self.pool.clone(),
+                    };
+                    return Ok(Response::from_parts(parts, Body::upstream(body, checkin)));
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(unsent) => {
+                        req = unsent;
+                        continue;
+                    }
+                    None => {
+                        tracing::debug!(error = %e.error(), "upstream request failed");
+                        return Err(UpstreamError::Protocol);
+                    }
+                },
+            }
+        }
+        Err(UpstreamError::Protocol)
     }
 }

@@ -8,12 +8,18 @@ use http::HeaderName;
 use serde::{Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-/// SHA-256 of an API key: what the credential map is keyed by.
-pub type KeyDigest = [u8; 32];
+/// The first 128 bits of the SHA-256 of an API key: what the credential map is keyed by.
+///
+/// 128 bits keep a million keys in well under 128 bytes each, while finding a second
+/// string with the same truncated digest stays a 2^128 search.
+pub type KeyDigest = [u8; 16];
 
 /// Digests a presented or configured key.
 pub fn digest(key: &[u8]) -> KeyDigest {
-    Sha256::digest(key).into()
+    let full: [u8; 32] = Sha256::digest(key).into();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
 }
 
 /// The authentication a route requires.
@@ -46,7 +52,7 @@ impl Hasher for DigestHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // `[u8; 32]` hashes as its length prefix, then the bytes; keep the last 8 bytes seen.
+        // `[u8; 16]` hashes as its length prefix, then the bytes: fold it all in.
         for chunk in bytes.chunks(8) {
             let mut b = [0u8; 8];
             b[..chunk.len()].copy_from_slice(chunk);

@@ -46,9 +46,34 @@ pub fn load_and_compile(
     paths: &[PathBuf],
     options: &CompileOptions,
 ) -> Result<(Loaded, Compiled), Vec<LoadError>> {
+    timed_load_and_compile(paths, options).map(|(l, c, _)| (l, c))
+}
+
+/// How long the steps of one reload took.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Timings {
+    /// Reading and parsing the files.
+    pub load_ms: f64,
+    /// Compiling the snapshot.
+    pub compile_ms: f64,
+    /// Swapping the config in and opening/closing ports.
+    pub apply_ms: f64,
+}
+
+fn timed_load_and_compile(
+    paths: &[PathBuf],
+    options: &CompileOptions,
+) -> Result<(Loaded, Compiled, Timings), Vec<LoadError>> {
+    let t0 = std::time::Instant::now();
     let loaded = files::load(paths)?;
+    let t1 = std::time::Instant::now();
     let compiled = keyway_compile::compile(&loaded.snapshot, options);
-    Ok((loaded, compiled))
+    let timings = Timings {
+        load_ms: (t1 - t0).as_secs_f64() * 1e3,
+        compile_ms: t1.elapsed().as_secs_f64() * 1e3,
+        apply_ms: 0.0,
+    };
+    Ok((loaded, compiled, timings))
 }
 
 /// Joins load errors into one message, one per line.
@@ -63,7 +88,8 @@ pub fn describe(errors: &[LoadError]) -> String {
 impl App {
     /// Loads, compiles and starts serving. Fails if the manifests cannot be loaded.
     pub async fn start(options: AppOptions) -> Result<Arc<App>, Vec<LoadError>> {
-        let (loaded, compiled) = load_and_compile(&options.config, &options.compile)?;
+        let (loaded, compiled, timings) =
+            timed_load_and_compile(&options.config, &options.compile)?;
         let metrics = Arc::new(Metrics::new());
         let state = State::new(metrics.clone());
         let gateway = Gateway::new(Arc::new(compiled.config), metrics, options.settings.clone());
@@ -90,7 +116,8 @@ impl App {
             options,
             reload_lock: tokio::sync::Mutex::new(()),
         });
-        app.apply(loaded, compiled.report).await;
+        app.apply(loaded, compiled.report, timings, std::time::Instant::now())
+            .await;
         Ok(app)
     }
 
@@ -98,7 +125,21 @@ impl App {
     /// otherwise the new config serves every request that starts from now on.
     pub async fn reload(&self) -> Result<u64, String> {
         let _one_at_a_time = self.reload_lock.lock().await;
-        match load_and_compile(&self.options.config, &self.options.compile) {
+        // Reading and compiling can take a while with many keys: keep it off the threads
+        // that serve requests.
+        let (paths, options) = (self.options.config.clone(), self.options.compile.clone());
+        let result = tokio::task::spawn_blocking(move || timed_load_and_compile(&paths, &options))
+            .await
+            .unwrap_or_else(|e| {
+                Err(vec![LoadError {
+                    path: "<reload>".into(),
+                    line: None,
+                    column: None,
+                    resource: None,
+                    message: format!("reload task failed: {e}"),
+                }])
+            });
+        match result {
             Err(errors) => {
                 for e in &errors {
                     tracing::error!("config not applied: {e}");
@@ -107,14 +148,23 @@ impl App {
                 self.state.failed(msg.clone());
                 Err(msg)
             }
-            Ok((loaded, compiled)) => {
+            Ok((loaded, compiled, timings)) => {
+                let swap_started = std::time::Instant::now();
                 self.server.gateway().swap(Arc::new(compiled.config));
-                Ok(self.apply(loaded, compiled.report).await)
+                Ok(self
+                    .apply(loaded, compiled.report, timings, swap_started)
+                    .await)
             }
         }
     }
 
-    async fn apply(&self, loaded: Loaded, report: keyway_compile::Report) -> u64 {
+    async fn apply(
+        &self,
+        loaded: Loaded,
+        report: keyway_compile::Report,
+        mut timings: Timings,
+        swap_started: std::time::Instant,
+    ) -> u64 {
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
@@ -123,14 +173,21 @@ impl App {
         }
         let warnings = loaded.warnings.iter().map(ToString::to_string).collect();
         let bind_errors = self.server.reconcile().await;
-        let generation = self.state.applied(report, warnings);
+        timings.apply_ms = swap_started.elapsed().as_secs_f64() * 1e3;
+        let generation = self.state.applied(report, warnings, timings);
         if bind_errors.is_empty() {
             self.state.set_ready(true, "");
         } else {
             let why: Vec<String> = bind_errors.iter().map(ToString::to_string).collect();
             self.state.set_ready(false, why.join("; "));
         }
-        tracing::info!(generation, "configuration applied");
+        tracing::info!(
+            generation,
+            load_ms = timings.load_ms,
+            compile_ms = timings.compile_ms,
+            apply_ms = timings.apply_ms,
+            "configuration applied"
+        );
         generation
     }
 

@@ -17,6 +17,7 @@ pub struct State {
     last_attempt_failed: AtomicBool,
     report: ArcSwap<Report>,
     warnings: Mutex<Vec<String>>,
+    timings: Mutex<crate::app::Timings>,
     ready: AtomicBool,
     not_ready_reason: Mutex<String>,
     /// Metrics shared with the data plane.
@@ -33,6 +34,7 @@ impl State {
             last_attempt_failed: AtomicBool::new(false),
             report: ArcSwap::from_pointee(Report::default()),
             warnings: Mutex::new(Vec::new()),
+            timings: Mutex::new(Default::default()),
             ready: AtomicBool::new(false),
             not_ready_reason: Mutex::new("no configuration applied yet".into()),
             metrics,
@@ -40,7 +42,13 @@ impl State {
     }
 
     /// Records a newly applied config; returns its generation.
-    pub fn applied(&self, report: Report, warnings: Vec<String>) -> u64 {
+    pub fn applied(
+        &self,
+        report: Report,
+        warnings: Vec<String>,
+        timings: crate::app::Timings,
+    ) -> u64 {
+        *self.timings.lock().expect("lock") = timings;
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         *self.applied_at.lock().expect("lock") = Some(SystemTime::now());
         self.last_attempt_failed.store(false, Ordering::SeqCst);
@@ -97,6 +105,7 @@ impl State {
             "last_error": last_error.as_ref().map(|(_, e)| e),
             "last_error_at": last_error.map(|(t, _)| humantime::format_rfc3339_millis(t).to_string()),
             "warnings": *self.warnings.lock().expect("lock"),
+            "timings": *self.timings.lock().expect("lock"),
         })
     }
 }

@@ -519,3 +519,36 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
         self.0.poll_recv(cx)
     }
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let m = gateway_and_route(&service("default", "app", &[upstream().await]));
+    let h = Harness::start_with(&m, |o| {
+        o.server.header_read_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let mut s = TcpStream::connect(h.addr(80)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nhost: example.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Nothing more is sent: the gateway closes the idle connection.
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "idle connection still open after 5 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
+}
