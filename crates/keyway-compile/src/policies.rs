@@ -42,6 +42,31 @@ const UNSUPPORTED_SECURITY_FIELDS: &[&str] = &[
     "csrf",
 ];
 
+/// Other kgateway TrafficPolicy fields: accepted and reported as ignored. Anything else in
+/// `spec` is a typo (`apikeyAuth`) and fails the policy closed rather than leaving routes
+/// unprotected.
+const OTHER_KGATEWAY_FIELDS: &[&str] = &[
+    "ai",
+    "autoHostRewrite",
+    "buffer",
+    "compression",
+    "cors",
+    "directResponse",
+    "extProc",
+    "faultInjection",
+    "hashPolicies",
+    "headerModifiers",
+    "httpUpgrade",
+    "internalRedirect",
+    "rateLimit",
+    "retry",
+    "statPrefix",
+    "timeouts",
+    "tracing",
+    "transformation",
+    "urlRewrite",
+];
+
 /// Where a policy attaches.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum AttachPoint {
@@ -261,11 +286,23 @@ fn compile_one(
             security.join(", spec.")
         ));
     }
+    let unknown: Vec<&str> = spec
+        .unsupported
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !UNSUPPORTED_SECURITY_FIELDS.contains(k) && !OTHER_KGATEWAY_FIELDS.contains(k))
+        .collect();
+    if !unknown.is_empty() {
+        errors.push(format!(
+            "spec.{}: unknown field (not a TrafficPolicy field; a misspelt apiKeyAuth?)",
+            unknown.join(", spec.")
+        ));
+    }
     let ignored: Vec<&str> = spec
         .unsupported
         .keys()
         .map(String::as_str)
-        .filter(|k| !UNSUPPORTED_SECURITY_FIELDS.contains(k))
+        .filter(|k| OTHER_KGATEWAY_FIELDS.contains(k))
         .collect();
     if !ignored.is_empty() {
         notes.push(format!(
@@ -356,6 +393,13 @@ fn targets(
         if !valid_target_kind(&s.kind) {
             errors.push(format!(
                 "spec.targetSelectors[{i}]: kind {:?}: targetSelectors may only reference Gateway, HTTPRoute, GRPCRoute, or ListenerSet resources",
+                s.kind
+            ));
+            continue;
+        }
+        if s.match_labels.is_empty() {
+            errors.push(format!(
+                "spec.targetSelectors[{i}].matchLabels: must not be empty (it would select every {})",
                 s.kind
             ));
             continue;
@@ -687,6 +731,12 @@ fn credentials(secrets: &[(&ObjectKey, &Secret)], errors: &mut Vec<String>) -> C
         for (client, value) in &secret.entries {
             let key = trim_ascii(value.expose());
             if key.is_empty() {
+                continue;
+            }
+            if http::HeaderValue::from_str(client).is_err() {
+                dup_errors.push(format!(
+                    "secret {skey}: entry name {client:?} cannot be a client id"
+                ));
                 continue;
             }
             let d = digest(key);

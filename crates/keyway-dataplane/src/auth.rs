@@ -47,12 +47,16 @@ pub fn authenticate<'p>(
         policy.client_for(key.as_bytes()).ok_or(Denied::Unknown)?
     };
     if let Some(h) = &policy.client_id_header {
+        // Whatever the client sent under this name goes, even if the id could not be set
+        // (the compiler only admits ids that are valid header values).
+        parts.headers.remove(h);
         if let Ok(v) = HeaderValue::from_str(client) {
             parts.headers.insert(h.clone(), v);
         }
     }
-    if !policy.forward_credential {
-        strip(policy, parts);
+    if !policy.forward_credential && !strip(policy, parts) {
+        // The key could not be removed: refuse rather than forward it.
+        return Err(Denied::Unknown);
     }
     Ok(client)
 }
@@ -103,9 +107,13 @@ fn find_key<'a>(policy: &ApiKeyPolicy, parts: &'a Parts) -> Result<Cow<'a, str>,
     for name in &policy.cookies {
         let mut found: Option<&str> = None;
         for (k, v) in cookies(parts) {
-            if k != name {
+            if k != name.as_bytes() {
                 continue;
             }
+            // A cookie value that is not UTF-8 cannot be a key Keyway holds.
+            let Ok(v) = std::str::from_utf8(v) else {
+                return Err(Denied::Unknown);
+            };
             let v = v.trim_matches('"');
             if v.is_empty() {
                 continue;
@@ -139,21 +147,22 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
-fn cookies(parts: &Parts) -> impl Iterator<Item = (&str, &str)> {
+/// `name=value` pairs of every `Cookie` header, on bytes: a header with non-ASCII bytes in
+/// some other cookie is still searched (and stripped) like any other.
+fn cookies(parts: &Parts) -> impl Iterator<Item = (&[u8], &[u8])> {
     parts
         .headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
         .filter_map(|c| {
-            let (k, v) = c.split_once('=')?;
-            Some((k.trim(), v.trim()))
+            let eq = c.iter().position(|b| *b == b'=')?;
+            Some((c[..eq].trim_ascii(), c[eq + 1..].trim_ascii()))
         })
 }
 
-/// Removes the key from every configured source.
-fn strip(policy: &ApiKeyPolicy, parts: &mut Parts) {
+/// Removes the key from every configured source; `false` if that was not possible.
+fn strip(policy: &ApiKeyPolicy, parts: &mut Parts) -> bool {
     for name in &policy.headers {
         parts.headers.remove(name);
     }
@@ -174,43 +183,42 @@ fn strip(policy: &ApiKeyPolicy, parts: &mut Parts) {
                 } else {
                     format!("{path}?{}", kept.join("&"))
                 };
-                if let Ok(pq) = PathAndQuery::try_from(pq) {
-                    let mut up = std::mem::take(&mut parts.uri).into_parts();
-                    up.path_and_query = Some(pq);
-                    if let Ok(uri) = Uri::from_parts(up) {
-                        parts.uri = uri;
-                    }
+                let Ok(pq) = PathAndQuery::try_from(pq) else {
+                    return false;
+                };
+                let mut up = std::mem::take(&mut parts.uri).into_parts();
+                up.path_and_query = Some(pq);
+                match Uri::from_parts(up) {
+                    Ok(uri) => parts.uri = uri,
+                    Err(_) => return false,
                 }
             }
         }
     }
     if !policy.cookies.is_empty() && parts.headers.contains_key(header::COOKIE) {
-        let values: Vec<HeaderValue> = parts
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .cloned()
-            .collect();
+        let is_key = |pair: &[u8]| {
+            let name = pair
+                .iter()
+                .position(|b| *b == b'=')
+                .map_or(pair, |eq| &pair[..eq])
+                .trim_ascii();
+            policy.cookies.iter().any(|n| n.as_bytes() == name)
+        };
         let mut kept_headers = Vec::new();
-        for v in values {
-            let Ok(s) = v.to_str() else {
-                kept_headers.push(v);
-                continue;
-            };
-            let kept: Vec<&str> = s
-                .split(';')
-                .filter(|c| {
-                    let name = c.split_once('=').map_or(c.trim(), |(k, _)| k.trim());
-                    !policy.cookies.iter().any(|n| n == name)
-                })
-                .map(str::trim)
+        for v in parts.headers.get_all(header::COOKIE) {
+            let kept: Vec<&[u8]> = v
+                .as_bytes()
+                .split(|b| *b == b';')
+                .filter(|c| !is_key(c))
+                .map(<[u8]>::trim_ascii)
                 .filter(|c| !c.is_empty())
                 .collect();
             if kept.is_empty() {
                 continue;
             }
-            if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-                kept_headers.push(v);
+            match HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+                Ok(v) => kept_headers.push(v),
+                Err(_) => return false,
             }
         }
         parts.headers.remove(header::COOKIE);
@@ -218,6 +226,7 @@ fn strip(policy: &ApiKeyPolicy, parts: &mut Parts) {
             parts.headers.append(header::COOKIE, v);
         }
     }
+    true
 }
 
 #[cfg(test)]
@@ -314,6 +323,26 @@ mod tests {
         let mut c = parts("/", &[("cookie", "auth_token=k-123")]);
         assert_eq!(authenticate(&p, &mut c).unwrap().as_ref(), "client1");
         assert!(c.headers.get("cookie").is_none());
+    }
+
+    #[test]
+    fn cookies_with_non_ascii_neighbours_are_still_found_and_stripped() {
+        let p = policy(&["api-key"], &[], &["auth"], false);
+        let mut r = parts("/", &[("api-key", "k-123")]);
+        r.headers.append(
+            "cookie",
+            http::HeaderValue::from_bytes("auth=k-456; n=\u{e9}".as_bytes()).unwrap(),
+        );
+        assert_eq!(authenticate(&p, &mut r).unwrap().as_ref(), "client1");
+        assert_eq!(r.headers["cookie"].as_bytes(), "n=\u{e9}".as_bytes());
+        // The same cookie twice with different values, one in a non-ASCII header: refused.
+        let p = policy(&[], &[], &["auth"], false);
+        let mut r = parts("/", &[("cookie", "auth=k-123")]);
+        r.headers.append(
+            "cookie",
+            http::HeaderValue::from_bytes("auth=k-456; n=\u{e9}".as_bytes()).unwrap(),
+        );
+        assert_eq!(authenticate(&p, &mut r), Err(Denied::Ambiguous));
     }
 
     #[test]

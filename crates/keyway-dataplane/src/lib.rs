@@ -13,6 +13,7 @@ pub mod auth;
 pub mod body;
 pub mod headers;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod router;
 pub mod server;

@@ -142,9 +142,13 @@ impl Gateway {
         };
         let mut outcome = Outcome::default();
 
-        let response = self
-            .serve(&config, &conn, &mut parts, body, &mut outcome)
-            .await;
+        let response = match normalize(&mut parts) {
+            Ok(()) => {
+                self.serve(&config, &conn, &mut parts, body, &mut outcome)
+                    .await
+            }
+            Err(why) => text(StatusCode::BAD_REQUEST, Bytes::from_static(why.as_bytes())),
+        };
 
         let status = response.status();
         self.metrics
@@ -182,6 +186,10 @@ impl Gateway {
         body: Incoming,
         outcome: &mut Outcome,
     ) -> Response<Body> {
+        // Connection-level headers go first, so a client cannot use `Connection: <name>` to
+        // drop a header the gateway sets below (the client id, `Host`).
+        headers::strip_hop_by_hop(&mut parts.headers);
+
         // 1. Route.
         let routed = router::route(config, conn.port, router::request_host(parts), parts);
         let (listener, route) = match routed {
@@ -288,7 +296,6 @@ impl Gateway {
                 }
             }
         }
-        headers::strip_hop_by_hop(&mut parts.headers);
         headers::set_forwarded(&mut parts.headers, &conn.peer_ip);
         if !f.request_headers.is_empty() {
             f.request_headers.apply(&mut parts.headers);
@@ -374,6 +381,40 @@ impl Gateway {
         }
         Response::from_parts(rp, rb)
     }
+}
+
+/// Makes the request say one thing about where it goes, before anything looks at it:
+/// the host routing uses is the `Host` forwarded upstream, and the path routing matches is
+/// the path forwarded upstream.
+///
+/// - an absolute-form target or HTTP/2 `:authority` wins over `Host` (RFC 9112 §3.2.2),
+///   which is overwritten with it; two `Host` headers, or none on HTTP/1.1, are refused;
+/// - the path is normalised (RFC 3986 §6.2.2): percent-encoded unreserved characters are
+///   decoded and `.`/`..` segments removed, so `/public/%2e%2e/admin` is routed, checked
+///   and forwarded as `/admin`. Encoded slashes stay as they are.
+fn normalize(parts: &mut Parts) -> Result<(), &'static str> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let (first, second) = (hosts.next().is_some(), hosts.next().is_some());
+    if second {
+        return Err("more than one Host header");
+    }
+    if let Some(authority) = parts.uri.authority() {
+        let v = HeaderValue::from_str(authority.as_str()).map_err(|_| "bad authority")?;
+        parts.headers.insert(header::HOST, v);
+    } else if !first && parts.version == http::Version::HTTP_11 {
+        return Err("missing Host header");
+    }
+    if let Some(normal) = crate::path::normalize(parts.uri.path()) {
+        let pq = match parts.uri.query() {
+            Some(q) => format!("{normal}?{q}"),
+            None => normal,
+        };
+        let pq = PathAndQuery::try_from(pq).map_err(|_| "bad request path")?;
+        let mut up = std::mem::take(&mut parts.uri).into_parts();
+        up.path_and_query = Some(pq);
+        parts.uri = Uri::from_parts(up).map_err(|_| "bad request path")?;
+    }
+    Ok(())
 }
 
 /// A `text/plain` response.

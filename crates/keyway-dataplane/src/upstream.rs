@@ -35,6 +35,10 @@ pub enum UpstreamError {
     Protocol,
 }
 
+/// How long a request waits for a pooled connection that is still finishing its previous
+/// exchange before dialling a new one.
+const REUSE_WAIT: Duration = Duration::from_millis(20);
+
 /// Idle connections per endpoint, shared by every request.
 #[derive(Clone)]
 pub struct UpstreamClient {
@@ -86,15 +90,16 @@ impl UpstreamClient {
         }
     }
 
+    /// An idle connection: a ready one if there is one, else the most recently returned
+    /// (which is usually just finishing its previous exchange); closed ones are dropped.
     fn checkout(&self, authority: &Authority) -> Option<SendRequest<Body>> {
         let mut idle = self.pool.idle.lock().expect("pool lock");
         let list = idle.get_mut(authority)?;
-        while let Some(sender) = list.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
-            }
+        list.retain(|s| !s.is_closed());
+        match list.iter().rposition(SendRequest::is_ready) {
+            Some(i) => Some(list.swap_remove(i)),
+            None => list.pop(),
         }
-        None
     }
 
     async fn connect(
@@ -127,6 +132,15 @@ impl UpstreamClient {
         Ok(sender)
     }
 
+    fn checkin(&self, sender: SendRequest<Body>, authority: &Authority) {
+        Checkin {
+            sender,
+            authority: authority.clone(),
+            pool: self.pool.clone(),
+        }
+        .give_back();
+    }
+
     /// Sends `req` (origin-form URI, `Host` set) to `authority` and waits for the response
     /// headers until `timeout`.
     pub async fn send(
@@ -143,10 +157,23 @@ impl UpstreamClient {
                 Some(s) => (s, true),
                 None => (self.connect(authority, deadline).await?, false),
             };
+            if !sender.is_ready() && reused {
+                // A pooled connection still busy (an upstream that answered before reading
+                // the whole request body, say) gets a moment, not the request's whole
+                // timeout; then it stays in the pool and a fresh connection is dialled.
+                let wait_until = deadline.min(Instant::now() + REUSE_WAIT);
+                match tokio::time::timeout_at(wait_until, sender.ready()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => continue,
+                    Err(_) => {
+                        self.checkin(sender, authority);
+                        sender = self.connect(authority, deadline).await?;
+                    }
+                }
+            }
             if !sender.is_ready() {
                 match tokio::time::timeout_at(deadline, sender.ready()).await {
                     Err(_) => return Err(UpstreamError::Timeout),
-                    Ok(Err(_)) if reused => continue,
                     Ok(Err(_)) => return Err(UpstreamError::Protocol),
                     Ok(Ok(())) => {}
                 }

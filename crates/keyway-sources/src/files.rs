@@ -15,6 +15,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use base64::Engine as _;
 use keyway_model::snapshot::{key_of, Objects};
 use keyway_model::{Kind, Object, ObjectKey, Origin, Secret, Snapshot};
 use serde::de::DeserializeOwned;
@@ -31,6 +32,8 @@ pub struct Loaded {
     pub warnings: Vec<Warning>,
     /// Every file that was read, in order.
     pub files: Vec<PathBuf>,
+    /// A hash of every file's path and content: equal fingerprints, equal snapshots.
+    pub fingerprint: u64,
 }
 
 /// A document that was read but not used.
@@ -91,6 +94,8 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<LoadError>> {
         loader.add_path(path);
     }
     if loader.errors.is_empty() {
+        use std::hash::Hasher as _;
+        loader.loaded.fingerprint = loader.hasher.finish();
         Ok(loader.loaded)
     } else {
         Err(loader.errors)
@@ -111,6 +116,7 @@ pub fn load_str(path: &str, text: &str) -> Result<Loaded, Vec<LoadError>> {
 #[derive(Default)]
 struct Loader {
     loaded: Loaded,
+    hasher: std::collections::hash_map::DefaultHasher,
     errors: Vec<LoadError>,
     seen: BTreeMap<(Kind, ObjectKey), Origin>,
 }
@@ -160,7 +166,10 @@ impl Loader {
         let display: Arc<str> = Arc::from(path.display().to_string());
         match std::fs::read_to_string(path) {
             Ok(text) => {
+                use std::hash::Hash as _;
                 self.loaded.files.push(path.to_path_buf());
+                display.hash(&mut self.hasher);
+                text.hash(&mut self.hasher);
                 self.add_text(display, &text);
             }
             Err(err) => self.io_error(&display, err),
@@ -248,7 +257,25 @@ impl Loader {
             Kind::Backend => parse_into(doc, known, origin, &mut snap.backends),
             Kind::Service => parse_into(doc, known, origin, &mut snap.services),
             Kind::EndpointSlice => parse_into(doc, known, origin, &mut snap.endpoint_slices),
-            Kind::Secret => parse_secret(doc, origin, &mut snap.secrets),
+            Kind::Secret => match parse_secret(doc, origin, &mut snap.secrets) {
+                Ok(inserted) => Ok(inserted),
+                Err(SecretError::Yaml(e)) => {
+                    let mut err = yaml_error(path, doc, Some(resource), &e);
+                    err.message = redact_values(&err.message);
+                    return self.errors.push(err);
+                }
+                Err(SecretError::Base64(entry)) => {
+                    return self.errors.push(LoadError {
+                        path: path.to_string(),
+                        line: Some(doc.content_line()),
+                        column: None,
+                        resource: Some(resource),
+                        message: format!(
+                            "data.{entry}: not valid base64 (use stringData for plain text)"
+                        ),
+                    })
+                }
+            },
         };
         match result {
             Ok((key, origin)) => {
@@ -322,9 +349,45 @@ where
     Ok((key, origin))
 }
 
-fn parse_secret(doc: &Document<'_>, origin: Origin, into: &mut Objects<Secret>) -> Inserted {
-    let raw: k8s_openapi::api::core::v1::Secret = serde_yaml_ng::from_str(doc.text)?;
-    let mut secret = Secret::from_k8s(raw);
+/// A Secret as written: values kept as text, so a bad value can be reported without
+/// repeating any of it (the upstream type's base64 errors quote offending characters).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSecret {
+    #[serde(default)]
+    metadata: keyway_model::core::ObjectMeta,
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    #[serde(default)]
+    data: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    string_data: Option<BTreeMap<String, String>>,
+}
+
+fn parse_secret(
+    doc: &Document<'_>,
+    origin: Origin,
+    into: &mut Objects<Secret>,
+) -> Result<(ObjectKey, Origin), SecretError> {
+    let raw: RawSecret = serde_yaml_ng::from_str(doc.text).map_err(SecretError::Yaml)?;
+    let mut data = BTreeMap::new();
+    for (name, text) in raw.data.unwrap_or_default() {
+        let compact: String = text.split_ascii_whitespace().collect();
+        match base64::engine::general_purpose::STANDARD.decode(compact) {
+            Ok(bytes) => {
+                data.insert(name, k8s_openapi::ByteString(bytes));
+            }
+            Err(_) => return Err(SecretError::Base64(name)),
+        }
+    }
+    let upstream = k8s_openapi::api::core::v1::Secret {
+        metadata: raw.metadata,
+        type_: raw.type_,
+        data: Some(data),
+        string_data: raw.string_data,
+        ..Default::default()
+    };
+    let mut secret = Secret::from_k8s(upstream);
     let key = key_of(&secret.metadata, Kind::Secret);
     secret.metadata.namespace = Some(key.namespace.clone());
     into.insert(
@@ -335,6 +398,21 @@ fn parse_secret(doc: &Document<'_>, origin: Origin, into: &mut Objects<Secret>) 
         },
     );
     Ok((key, origin))
+}
+
+enum SecretError {
+    Yaml(serde_yaml_ng::Error),
+    Base64(String),
+}
+
+/// Drops the quoted values serde puts in its messages (`invalid type: integer `123``), so
+/// an error about a Secret never repeats part of a key.
+fn redact_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.split('`').enumerate() {
+        out.push_str(if i % 2 == 0 { part } else { "<redacted>" });
+    }
+    out
 }
 
 /// Turns a YAML error into a [`LoadError`] at the right line of the file.

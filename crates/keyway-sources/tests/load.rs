@@ -97,3 +97,25 @@ fn objects_without_namespace_land_in_default_and_secret_values_merge() {
     assert_eq!(secret.value.entries["a"].expose(), b"aaa");
     assert_eq!(secret.value.entries["b"].expose(), b" bbb ");
 }
+
+#[test]
+fn secret_errors_never_repeat_a_value() {
+    let errors = load_str(
+        "s.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\ndata: {client: k-123-plain}\n",
+    )
+    .unwrap_err();
+    let e = errors[0].to_string();
+    assert!(
+        e.contains("Secret default/k: data.client: not valid base64"),
+        "{e}"
+    );
+    assert!(!e.contains("k-123") && !e.contains("45"), "{e}");
+    let errors = load_str(
+        "s.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\nstringData: {client: [12345678]}\n",
+    )
+    .unwrap_err();
+    let e = errors[0].to_string();
+    assert!(!e.contains("12345678"), "{e}");
+}

@@ -38,7 +38,8 @@ pub struct App {
     /// Where the admin port listens.
     pub admin_addr: Option<SocketAddr>,
     options: AppOptions,
-    reload_lock: tokio::sync::Mutex<()>,
+    /// Fingerprint of the files behind the applied config.
+    reload_lock: tokio::sync::Mutex<u64>,
 }
 
 /// Loads and compiles manifests: the one pipeline `run` and `check` share.
@@ -114,7 +115,7 @@ impl App {
             state,
             admin_addr,
             options,
-            reload_lock: tokio::sync::Mutex::new(()),
+            reload_lock: tokio::sync::Mutex::new(loaded.fingerprint),
         });
         app.apply(loaded, compiled.report, timings, std::time::Instant::now())
             .await;
@@ -124,7 +125,13 @@ impl App {
     /// Reloads the manifests. A load error keeps the current config and is recorded;
     /// otherwise the new config serves every request that starts from now on.
     pub async fn reload(&self) -> Result<u64, String> {
-        let _one_at_a_time = self.reload_lock.lock().await;
+        self.reload_if_changed(true).await
+    }
+
+    /// As [`App::reload`], but files identical to the applied ones are not applied again
+    /// (unless `force`): editors and tools touch files without changing them.
+    pub async fn reload_if_changed(&self, force: bool) -> Result<u64, String> {
+        let mut applied_fingerprint = self.reload_lock.lock().await;
         // Reading and compiling can take a while with many keys: keep it off the threads
         // that serve requests.
         let (paths, options) = (self.options.config.clone(), self.options.compile.clone());
@@ -148,7 +155,12 @@ impl App {
                 self.state.failed(msg.clone());
                 Err(msg)
             }
+            Ok((loaded, _, _)) if !force && loaded.fingerprint == *applied_fingerprint => {
+                self.state.unchanged();
+                Ok(self.state.generation())
+            }
             Ok((loaded, compiled, timings)) => {
+                *applied_fingerprint = loaded.fingerprint;
                 let swap_started = std::time::Instant::now();
                 self.server.gateway().swap(Arc::new(compiled.config));
                 Ok(self

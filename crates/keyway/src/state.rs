@@ -58,6 +58,11 @@ impl State {
         generation
     }
 
+    /// Records a reload that found the applied files unchanged.
+    pub fn unchanged(&self) {
+        self.last_attempt_failed.store(false, Ordering::SeqCst);
+    }
+
     /// Records a reload that failed; the previous config keeps serving.
     pub fn failed(&self, error: String) {
         self.metrics.config_reload_failures.inc();

@@ -10,7 +10,11 @@
 //! nothing changed for the debounce period (or, under a stream of changes, at least every
 //! [`MAX_DELAY`]). If a reload still fails, for instance on a file some tool wrote in two
 //! separate opens, the previous config keeps serving and the reload is retried shortly after,
-//! and again on the next change.
+//! and again on the next change. Files whose content did not change are not applied again.
+//!
+//! Several files are not updated atomically by editing them one by one; to change many at
+//! once, swap a directory symlink (as Kubernetes does for ConfigMap volumes) or write one
+//! file.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -47,6 +51,7 @@ type Writing = Arc<Mutex<HashMap<PathBuf, Instant>>>;
 /// Starts watching `paths` (files or directories) and reloading `app` on change.
 pub fn spawn(app: Arc<App>, paths: &[PathBuf], debounce: Duration) -> notify::Result<WatchHandle> {
     let (tx, rx) = mpsc::unbounded_channel::<()>();
+    let tx_initial = tx.clone();
     let absolute: Vec<PathBuf> = paths
         .iter()
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
@@ -74,7 +79,8 @@ pub fn spawn(app: Arc<App>, paths: &[PathBuf], debounce: Duration) -> notify::Re
                 return;
             }
         };
-        let mut changed = false;
+        // The kernel's queue overflowed: events were lost, so look again.
+        let mut changed = event.need_rescan();
         let mut writing = in_callback.lock().expect("writing lock");
         for path in event.paths.iter().filter(|p| relevant(p)) {
             match event.kind {
@@ -101,6 +107,9 @@ pub fn spawn(app: Arc<App>, paths: &[PathBuf], debounce: Duration) -> notify::Re
         watcher.watch(d, RecursiveMode::NonRecursive)?;
         tracing::info!(dir = %d.display(), "watching for changes");
     }
+    // Anything edited between the first load and now would otherwise wait for the next
+    // change: look once (a no-op when nothing changed).
+    let _ = tx_initial.send(());
     let task = tokio::spawn(reload_loop(app, rx, debounce, writing));
     Ok(WatchHandle {
         _watcher: watcher,
@@ -157,7 +166,7 @@ async fn reload_loop(
             }
         }
         let was_retry = retry;
-        retry = match app.reload().await {
+        retry = match app.reload_if_changed(false).await {
             Ok(generation) => {
                 tracing::debug!(generation, "reloaded after a file change");
                 false

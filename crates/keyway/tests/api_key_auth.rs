@@ -1095,3 +1095,80 @@ async fn metrics_count_clients_and_denial_reasons() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn a_client_cannot_drop_the_client_id_header_or_sneak_past_with_dot_segments() {
+    let h = edge(&policy(
+        "p",
+        "[{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r2, sectionName: private}]",
+        "{secretRef: {name: keys}, clientIdHeader: x-client}",
+    ))
+    .await;
+    let r = h
+        .request(
+            8080,
+            Req::get("h", "/private")
+                .header("api-key", "k-123")
+                .header("connection", "x-client"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header1("x-client").as_deref(), Some("client1"));
+    // The public rule cannot be used to reach the private one.
+    for path in ["/public/../private", "/public/%2e%2e/private", "/./private"] {
+        assert_eq!(h.get(8080, "h", path).await.status, 401, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn typos_fail_closed_or_fail_to_load() {
+    // An unknown spec field (a misspelt apiKeyAuth) makes the policy invalid: 500.
+    let typo = "---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: p, namespace: apps}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]\n  apikeyAuth: {secretRef: {name: keys}}\n";
+    let h = edge(typo).await;
+    assert_eq!(h.get(80, "h", "/").await.status, 500);
+    let msg = h
+        .app
+        .state
+        .report()
+        .get(keyway_model::Kind::TrafficPolicy, "apps", "p")
+        .unwrap()
+        .condition("Accepted")
+        .unwrap()
+        .message
+        .clone();
+    assert!(msg.contains("spec.apikeyAuth: unknown field"), "{msg}");
+    // An empty targetSelectors matchLabels would select every route: the policy is invalid
+    // and attaches nowhere, so its `disable` switches nothing off.
+    let empty = "---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: p, namespace: apps}\nspec:\n  targetSelectors: [{group: gateway.networking.k8s.io, kind: HTTPRoute, matchLabels: {}}]\n  apiKeyAuth: {disable: {}}\n";
+    let h = edge(&format!(
+        "{}{empty}",
+        policy("gw", ON_GW, "{secretRef: {name: keys}}")
+    ))
+    .await;
+    assert_eq!(h.get(80, "h", "/").await.status, 401);
+    let msg = h
+        .app
+        .state
+        .report()
+        .get(keyway_model::Kind::TrafficPolicy, "apps", "p")
+        .unwrap()
+        .condition("Accepted")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        msg.contains("targetSelectors[0].matchLabels: must not be empty"),
+        "{msg}"
+    );
+    // A misspelt field inside apiKeyAuth is a load error naming file, line and column.
+    let inner = policy("p", ON_GW, "{secretRef: {name: keys}, clientIDHeader: x}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p.yaml"), &inner).unwrap();
+    let err = keyway_sources::files::load(&[dir.path().to_path_buf()]).unwrap_err();
+    let text = err[0].to_string();
+    assert!(
+        text.contains("TrafficPolicy apps/p") && text.contains("clientIDHeader"),
+        "{text}"
+    );
+    assert!(err[0].line.is_some() && err[0].column.is_some(), "{text}");
+}

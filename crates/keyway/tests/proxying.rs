@@ -552,3 +552,134 @@ async fn idle_keep_alive_connections_are_closed() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_host_routed_is_the_host_forwarded() {
+    let h = start_with_upstream(upstream().await).await;
+    // Absolute-form target: its authority wins over a contradicting Host header.
+    let mut s = TcpStream::connect(h.addr(80)).await.unwrap();
+    s.write_all(b"GET http://example.test/x HTTP/1.1\r\nhost: other.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("\"example.test\""),
+        "the upstream saw the routed host: {text}"
+    );
+    assert!(!text.contains("other.test"), "{text}");
+    // Two Host headers, or none on HTTP/1.1: refused.
+    for req in [
+        &b"GET / HTTP/1.1\r\nhost: example.test\r\nhost: other.test\r\n\r\n"[..],
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+    ] {
+        let mut s = TcpStream::connect(h.addr(80)).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 400"));
+    }
+}
+
+#[tokio::test]
+async fn paths_are_normalised_before_routing_and_forwarding() {
+    let h = start_with_upstream(upstream().await).await;
+    for (sent, seen) in [
+        ("/a/../b", "/b"),
+        ("/a/%2e%2e/c", "/c"),
+        ("/x/./y", "/x/y"),
+        ("/%61bc", "/abc"),
+    ] {
+        let r = h.get(80, "example.test", sent).await;
+        assert_eq!(r.status, 200, "{sent}");
+        assert_eq!(r.upstream_path(), seen, "{sent}");
+    }
+    // `slow` has its own 300 ms timeout: reaching it through a dot segment still counts.
+    assert_eq!(
+        h.get(80, "example.test", "/other/../slow/delay/1000")
+            .await
+            .status,
+        504
+    );
+}
+
+#[tokio::test]
+async fn connection_header_cannot_remove_host() {
+    let h = start_with_upstream(upstream().await).await;
+    let r = h
+        .request(
+            80,
+            Req::get("example.test", "/")
+                .header("connection", "host, x-drop")
+                .header("x-drop", "1"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header1("host").as_deref(), Some("example.test"));
+    assert_eq!(r.upstream_header("x-drop"), None);
+}
+
+/// An upstream that counts its connections and closes each one after `per_conn` requests
+/// (without saying so), like a server with a short keep-alive limit.
+async fn counting_upstream(per_conn: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            a.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                for _ in 0..per_conn {
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = b"{\"server\": \"counting\"}";
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    if s.write_all(head.as_bytes()).await.is_err()
+                        || s.write_all(body).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                // Close without `Connection: close`.
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let (addr, accepted) = counting_upstream(usize::MAX).await;
+    let h = start_with_upstream(addr).await;
+    for _ in 0..50 {
+        assert_eq!(h.get(80, "example.test", "/").await.status, 200);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one keep-alive upstream connection for sequential requests"
+    );
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_by_the_upstream_is_not_an_error() {
+    let (addr, accepted) = counting_upstream(1).await;
+    let h = start_with_upstream(addr).await;
+    for i in 0..20 {
+        let r = h.get(80, "example.test", "/").await;
+        assert_eq!(r.status, 200, "request {i}");
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 20);
+}

@@ -44,7 +44,7 @@ pub struct TrafficPolicySpec {
 
 /// A reference to a Gateway (optionally one listener) or an HTTPRoute (optionally one rule).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetRef {
     /// API group of the target (`gateway.networking.k8s.io`).
     #[serde(default)]
@@ -60,15 +60,15 @@ pub struct TargetRef {
 
 /// Selects targets of one kind by label, in the policy's namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TargetSelector {
     /// API group of the targets.
     #[serde(default)]
     pub group: String,
     /// `Gateway` or `HTTPRoute`.
     pub kind: String,
-    /// Labels a target must carry.
-    #[serde(default)]
+    /// Labels a target must carry (required, not empty: an empty selector would select
+    /// every target of the kind).
     pub match_labels: BTreeMap<String, String>,
     /// Listener or rule name, as for `targetRefs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,7 +79,7 @@ pub struct TargetSelector {
 ///
 /// Exactly one of `secretRef`, `secretSelector` and `disable` must be set.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApiKeyAuth {
     /// Where the key is read from; `[{header: api-key}]` when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -105,7 +105,7 @@ pub struct ApiKeyAuth {
 
 /// One place a key may be presented. Each set field is a source of its own.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KeySource {
     /// Request header name (case-insensitive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,7 +123,7 @@ pub struct KeySource {
 
 /// A reference to a Secret, as Gateway API's `SecretObjectReference`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretRef {
     /// Must be empty (core group) when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
