@@ -12,6 +12,7 @@ fn shared(dir: &str) -> PathBuf {
 
 #[test]
 fn loads_every_upstream_manifest_unchanged() {
+    let mut files = 0;
     for dir in ["gateway-api-conformance", "kgateway-apikeyauth"] {
         let path = shared(dir);
         if !path.exists() {
@@ -20,12 +21,20 @@ fn loads_every_upstream_manifest_unchanged() {
         for entry in std::fs::read_dir(&path).unwrap() {
             let file = entry.unwrap().path();
             if file.extension().is_some_and(|e| e == "yaml") {
-                if let Err(errors) = load(std::slice::from_ref(&file)) {
-                    panic!("{}: {errors:#?}", file.display());
+                match load(std::slice::from_ref(&file)) {
+                    Err(errors) => panic!("{}: {errors:#?}", file.display()),
+                    Ok(loaded) => assert!(
+                        loaded.warnings.is_empty(),
+                        "{}: every kind in these manifests is one Keyway reads: {:?}",
+                        file.display(),
+                        loaded.warnings
+                    ),
                 }
+                files += 1;
             }
         }
     }
+    assert!(files >= 60, "expected the upstream manifests, found {files} files");
 }
 
 #[test]
