@@ -213,7 +213,8 @@ impl Server {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.options.header_read_timeout)
-            .max_buf_size(self.options.max_header_bytes.max(8192));
+            .max_buf_size(self.options.max_header_bytes.max(8192))
+            .writev(false);
         builder
             .http2()
             .timer(TokioTimer::new())

@@ -121,6 +121,7 @@ impl UpstreamClient {
             };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|_| UpstreamError::Connect)?;

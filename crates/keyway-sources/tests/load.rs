@@ -34,7 +34,10 @@ fn loads_every_upstream_manifest_unchanged() {
             }
         }
     }
-    assert!(files >= 60, "expected the upstream manifests, found {files} files");
+    assert!(
+        files >= 60,
+        "expected the upstream manifests, found {files} files"
+    );
 }
 
 #[test]
