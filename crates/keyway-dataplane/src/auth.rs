@@ -61,74 +61,63 @@ pub fn authenticate<'p>(
     Ok(client)
 }
 
-/// Finds the presented key, per SPEC 4.1.
+/// Finds the presented key, per SPEC 4.1: header sources, then query sources, then cookie
+/// sources, each in list order; the first source present decides.
 fn find_key<'a>(policy: &ApiKeyPolicy, parts: &'a Parts) -> Result<Cow<'a, str>, Denied> {
     for name in &policy.headers {
-        let mut found: Option<&str> = None;
-        for v in parts.headers.get_all(name) {
-            let v = strip_bearer(v.to_str().map_err(|_| Denied::Unknown)?);
-            if v.is_empty() {
-                continue;
-            }
-            match found {
-                None => found = Some(v),
-                Some(prev) if prev == v => {}
-                Some(_) => return Err(Denied::Ambiguous),
-            }
-        }
-        if let Some(v) = found {
-            return Ok(Cow::Borrowed(v));
+        let values = parts.headers.get_all(name).iter().map(|v| {
+            v.to_str()
+                .map(|s| Cow::Borrowed(strip_bearer(s)))
+                .map_err(|_| Denied::Unknown)
+        });
+        if let Some(key) = one_value(values)? {
+            return Ok(key);
         }
     }
-    if !policy.queries.is_empty() {
-        if let Some(query) = parts.uri.query() {
-            for name in &policy.queries {
-                let mut found: Option<Cow<'a, str>> = None;
-                for (k, v) in query_pairs(query) {
-                    if percent_decode(k) != name.as_str() {
-                        continue;
-                    }
-                    let v = percent_decode(v);
-                    if v.is_empty() {
-                        continue;
-                    }
-                    match &found {
-                        None => found = Some(v),
-                        Some(prev) if *prev == v => {}
-                        Some(_) => return Err(Denied::Ambiguous),
-                    }
-                }
-                if let Some(v) = found {
-                    return Ok(v);
-                }
+    if let Some(query) = parts.uri.query() {
+        for name in &policy.queries {
+            let values = query_pairs(query)
+                .filter(|(k, _)| percent_decode(k) == name.as_str())
+                .map(|(_, v)| Ok(percent_decode(v)));
+            if let Some(key) = one_value(values)? {
+                return Ok(key);
             }
         }
     }
     for name in &policy.cookies {
-        let mut found: Option<&str> = None;
-        for (k, v) in cookies(parts) {
-            if k != name.as_bytes() {
-                continue;
-            }
-            // A cookie value that is not UTF-8 cannot be a key Keyway holds.
-            let Ok(v) = std::str::from_utf8(v) else {
-                return Err(Denied::Unknown);
-            };
-            let v = v.trim_matches('"');
-            if v.is_empty() {
-                continue;
-            }
-            match found {
-                None => found = Some(v),
-                Some(prev) if prev == v => {}
-                Some(_) => return Err(Denied::Ambiguous),
-            }
-        }
-        if let Some(v) = found {
-            return Ok(Cow::Borrowed(v));
+        let values = cookies(parts)
+            .filter(|(k, _)| *k == name.as_bytes())
+            .map(|(_, v)| {
+                // A cookie value that is not UTF-8 cannot be a key Keyway holds.
+                std::str::from_utf8(v)
+                    .map(|s| Cow::Borrowed(s.trim_matches('"')))
+                    .map_err(|_| Denied::Unknown)
+            });
+        if let Some(key) = one_value(values)? {
+            return Ok(key);
         }
     }
     Err(Denied::Missing)
+}
+
+/// The one non-empty value a source carries: `None` if it carries none, an error if it
+/// carries two different ones (never resolved by "first wins").
+fn one_value<'a>(
+    values: impl Iterator<Item = Result<Cow<'a, str>, Denied>>,
+) -> Result<Option<Cow<'a, str>>, Denied> {
+    let mut found: Option<Cow<'a, str>> = None;
+    for v in values {
+        let v = v?;
+        if v.is_empty() {
+            continue;
+        }
+        match &found {
+            None => found = Some(v),
+            Some(prev) if *prev == v => {}
+            Some(_) => return Err(Denied::Ambiguous),
+        }
+    }
+    Ok(found)
 }
 
 /// Removes a leading `Bearer ` auth scheme, matched case-insensitively (RFC 9110 §11.1).

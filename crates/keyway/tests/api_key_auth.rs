@@ -575,6 +575,26 @@ stringData: {{client1: k-123, client2: k-456}}
     Harness::start(&m).await
 }
 
+/// The status code of a GET with `api-key: key`.
+async fn key_status(h: &Harness, port: u16, path: &str, key: &str) -> u16 {
+    h.request(port, Req::get("h", path).header("api-key", key))
+        .await
+        .status
+        .as_u16()
+}
+
+/// A TrafficPolicy's `Accepted` condition.
+fn accepted_condition(h: &Harness, ns: &str, name: &str) -> keyway_compile::Condition {
+    let report = h.app.state.report();
+    let status = report
+        .get(keyway_model::Kind::TrafficPolicy, ns, name)
+        .expect("policy status");
+    status
+        .condition("Accepted")
+        .expect("Accepted condition")
+        .clone()
+}
+
 fn policy(name: &str, targets: &str, auth: &str) -> String {
     format!(
         "---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  targetRefs: {targets}\n  apiKeyAuth: {auth}\n"
@@ -676,18 +696,8 @@ async fn secret_values_are_trimmed_and_empty_ones_skipped() {
         policy("p", ON_GW, "{secretRef: {name: newline}}")
     );
     let h = edge(&extra).await;
-    assert_eq!(
-        h.request(80, Req::get("h", "/").header("api-key", "k-789"))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        h.request(80, Req::get("h", "/").header("api-key", ""))
-            .await
-            .status,
-        401
-    );
+    assert_eq!(key_status(&h, 80, "/", "k-789").await, 200);
+    assert_eq!(key_status(&h, 80, "/", "").await, 401);
 }
 
 #[tokio::test]
@@ -700,18 +710,8 @@ async fn same_level_policies_are_ordered_by_weight_then_age_then_name() {
         "name: b, namespace: apps, annotations: {kgateway.dev/policy-weight: \"10\"}}",
     );
     let h = edge(&format!("{other_secret}{a}{b}")).await;
-    assert_eq!(
-        h.request(80, Req::get("h", "/").header("api-key", "k-other"))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        h.request(80, Req::get("h", "/").header("api-key", "k-123"))
-            .await
-            .status,
-        401
-    );
+    assert_eq!(key_status(&h, 80, "/", "k-other").await, 200);
+    assert_eq!(key_status(&h, 80, "/", "k-123").await, 401);
     let report = h.app.state.report();
     let st = report
         .get(keyway_model::Kind::TrafficPolicy, "apps", "a")
@@ -728,22 +728,12 @@ async fn same_level_policies_are_ordered_by_weight_then_age_then_name() {
         "name: b, namespace: apps, creationTimestamp: \"2024-06-01T00:00:00Z\"}",
     );
     let h = edge(&format!("{other_secret}{a}{b}")).await;
-    assert_eq!(
-        h.request(80, Req::get("h", "/").header("api-key", "k-other"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(key_status(&h, 80, "/", "k-other").await, 200);
     // Same age: namespace/name decides ("a" before "b").
     let a = policy("a", ON_GW, "{secretRef: {name: keys}}");
     let b = policy("b", ON_GW, "{secretRef: {name: other}}");
     let h = edge(&format!("{other_secret}{a}{b}")).await;
-    assert_eq!(
-        h.request(80, Req::get("h", "/").header("api-key", "k-123"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(key_status(&h, 80, "/", "k-123").await, 200);
 }
 
 #[tokio::test]
@@ -757,12 +747,7 @@ async fn a_route_policy_replaces_the_gateway_policy_as_a_whole() {
     );
     let h = edge(&format!("{other_secret}{gw}{route}")).await;
     // r1: only the route policy's source and keys.
-    assert_eq!(
-        h.request(80, Req::get("h", "/").header("api-key", "k-123"))
-            .await
-            .status,
-        401
-    );
+    assert_eq!(key_status(&h, 80, "/", "k-123").await, 401);
     assert_eq!(
         h.request(80, Req::get("h", "/").header("x-route-key", "k-123"))
             .await
@@ -778,12 +763,7 @@ async fn a_route_policy_replaces_the_gateway_policy_as_a_whole() {
         Some("route-client")
     );
     // r2 keeps the Gateway policy.
-    assert_eq!(
-        h.request(8080, Req::get("h", "/").header("api-key", "k-123"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(key_status(&h, 8080, "/", "k-123").await, 200);
     assert_eq!(
         h.request(8080, Req::get("h", "/").header("x-route-key", "k-route"))
             .await
@@ -806,13 +786,7 @@ async fn invalid_policies_fail_closed_at_gateway_and_route_level() {
             "invalid route configuration detected and replaced with a direct response."
         );
     }
-    let report = h.app.state.report();
-    let accepted = report
-        .get(keyway_model::Kind::TrafficPolicy, "apps", "p")
-        .unwrap()
-        .condition("Accepted")
-        .unwrap()
-        .clone();
+    let accepted = accepted_condition(&h, "apps", "p");
     assert_eq!(accepted.reason, "Invalid");
     assert_eq!(
         accepted.message,
@@ -828,13 +802,7 @@ async fn invalid_policies_fail_closed_at_gateway_and_route_level() {
     .await;
     assert_eq!(h.get(80, "h", "/").await.status, 500);
     assert_eq!(h.get(8080, "h", "/").await.status, 200);
-    let report = h.app.state.report();
-    let msg = &report
-        .get(keyway_model::Kind::TrafficPolicy, "apps", "p")
-        .unwrap()
-        .condition("Accepted")
-        .unwrap()
-        .message;
+    let msg = accepted_condition(&h, "apps", "p").message;
     assert!(
         msg.contains("exactly one of secretRef, secretSelector and disable"),
         "{msg}"
@@ -934,12 +902,7 @@ async fn listener_and_rule_section_names() {
         401,
         "rule private is"
     );
-    assert_eq!(
-        h.request(8080, Req::get("h", "/private").header("api-key", "k-456"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(key_status(&h, 8080, "/private", "k-456").await, 200);
 }
 
 #[tokio::test]
@@ -990,12 +953,7 @@ spec:
     );
     let h = Harness::start(&m).await;
     assert_eq!(h.get(80, "h", "/foo").await.status, 401);
-    assert_eq!(
-        h.request(80, Req::get("h", "/foo").header("api-key", "k-1"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(key_status(&h, 80, "/foo", "k-1").await, 200);
     assert_eq!(h.get(80, "h", "/bar").await.status, 200);
     let report = h.app.state.report();
     assert_eq!(
@@ -1014,12 +972,7 @@ async fn cross_namespace_secrets_need_a_reference_grant() {
     let vault = "---\napiVersion: v1\nkind: Secret\nmetadata: {name: shared, namespace: vault, labels: {keys: shared}}\nstringData: {c: k-shared}\n";
     let by_ref = policy("p", ON_GW, "{secretRef: {name: shared, namespace: vault}}");
     let h = edge(&format!("{vault}{by_ref}")).await;
-    assert_eq!(
-        h.request(80, Req::get("h", "/").header("api-key", "k-shared"))
-            .await
-            .status,
-        500
-    );
+    assert_eq!(key_status(&h, 80, "/", "k-shared").await, 500);
     let msg = h
         .app
         .state
@@ -1033,12 +986,7 @@ async fn cross_namespace_secrets_need_a_reference_grant() {
     assert!(msg.contains("no ReferenceGrant"), "{msg}");
     let grant = "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: vault}\nspec:\n  from: [{group: gateway.kgateway.dev, kind: TrafficPolicy, namespace: apps}]\n  to: [{group: \"\", kind: Secret}]\n";
     let h = edge(&format!("{vault}{by_ref}{grant}")).await;
-    assert_eq!(
-        h.request(80, Req::get("h", "/").header("api-key", "k-shared"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(key_status(&h, 80, "/", "k-shared").await, 200);
     // A selector reaches granted namespaces too.
     let by_sel = policy(
         "p",
@@ -1046,16 +994,9 @@ async fn cross_namespace_secrets_need_a_reference_grant() {
         "{secretSelector: {matchExpressions: [{key: keys, operator: In, values: [shared]}]}}",
     );
     let h = edge(&format!("{vault}{by_sel}{grant}")).await;
+    assert_eq!(key_status(&h, 80, "/", "k-shared").await, 200);
     assert_eq!(
-        h.request(80, Req::get("h", "/").header("api-key", "k-shared"))
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        h.request(80, Req::get("h", "/").header("api-key", "k-123"))
-            .await
-            .status,
+        key_status(&h, 80, "/", "k-123").await,
         401,
         "keys has no label keys=shared"
     );
