@@ -47,7 +47,8 @@ pub fn load_and_compile(
     paths: &[PathBuf],
     options: &CompileOptions,
 ) -> Result<(Loaded, Compiled), Vec<LoadError>> {
-    timed_load_and_compile(paths, options).map(|(l, c, _)| (l, c))
+    timed_load_and_compile(paths, options, None)
+        .map(|(l, c, _)| (l, c.expect("compiled when not skipped")))
 }
 
 /// How long the steps of one reload took.
@@ -61,12 +62,17 @@ pub struct Timings {
     pub apply_ms: f64,
 }
 
+/// Loads, then compiles unless the files' fingerprint equals `skip_if` (nothing changed).
 fn timed_load_and_compile(
     paths: &[PathBuf],
     options: &CompileOptions,
-) -> Result<(Loaded, Compiled, Timings), Vec<LoadError>> {
+    skip_if: Option<u64>,
+) -> Result<(Loaded, Option<Compiled>, Timings), Vec<LoadError>> {
     let t0 = std::time::Instant::now();
     let loaded = files::load(paths)?;
+    if skip_if == Some(loaded.fingerprint) {
+        return Ok((loaded, None, Timings::default()));
+    }
     let t1 = std::time::Instant::now();
     let compiled = keyway_compile::compile(&loaded.snapshot, options);
     let timings = Timings {
@@ -74,7 +80,7 @@ fn timed_load_and_compile(
         compile_ms: t1.elapsed().as_secs_f64() * 1e3,
         apply_ms: 0.0,
     };
-    Ok((loaded, compiled, timings))
+    Ok((loaded, Some(compiled), timings))
 }
 
 /// Joins load errors into one message, one per line.
@@ -90,7 +96,8 @@ impl App {
     /// Loads, compiles and starts serving. Fails if the manifests cannot be loaded.
     pub async fn start(options: AppOptions) -> Result<Arc<App>, Vec<LoadError>> {
         let (loaded, compiled, timings) =
-            timed_load_and_compile(&options.config, &options.compile)?;
+            timed_load_and_compile(&options.config, &options.compile, None)?;
+        let compiled = compiled.expect("compiled when not skipped");
         let metrics = Arc::new(Metrics::new());
         let state = State::new(metrics.clone());
         let gateway = Gateway::new(Arc::new(compiled.config), metrics, options.settings.clone());
@@ -135,17 +142,19 @@ impl App {
         // Reading and compiling can take a while with many keys: keep it off the threads
         // that serve requests.
         let (paths, options) = (self.options.config.clone(), self.options.compile.clone());
-        let result = tokio::task::spawn_blocking(move || timed_load_and_compile(&paths, &options))
-            .await
-            .unwrap_or_else(|e| {
-                Err(vec![LoadError {
-                    path: "<reload>".into(),
-                    line: None,
-                    column: None,
-                    resource: None,
-                    message: format!("reload task failed: {e}"),
-                }])
-            });
+        let skip_if = (!force).then_some(*applied_fingerprint);
+        let result =
+            tokio::task::spawn_blocking(move || timed_load_and_compile(&paths, &options, skip_if))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(vec![LoadError {
+                        path: "<reload>".into(),
+                        line: None,
+                        column: None,
+                        resource: None,
+                        message: format!("reload task failed: {e}"),
+                    }])
+                });
         match result {
             Err(errors) => {
                 for e in &errors {
@@ -155,11 +164,11 @@ impl App {
                 self.state.failed(msg.clone());
                 Err(msg)
             }
-            Ok((loaded, _, _)) if !force && loaded.fingerprint == *applied_fingerprint => {
+            Ok((_, None, _)) => {
                 self.state.unchanged();
                 Ok(self.state.generation())
             }
-            Ok((loaded, compiled, timings)) => {
+            Ok((loaded, Some(compiled), timings)) => {
                 *applied_fingerprint = loaded.fingerprint;
                 let swap_started = std::time::Instant::now();
                 self.server.gateway().swap(Arc::new(compiled.config));

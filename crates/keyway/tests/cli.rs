@@ -317,3 +317,75 @@ spec:
     assert!(text.contains("\"dave\""), "{text}");
     assert_no_key("keyway check", &text);
 }
+
+#[test]
+fn json_access_log_names_the_client() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(support::upstream());
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, admin) = (free(), free());
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  gatewayClassName: any\n  listeners: [{{name: h, port: {port}, protocol: HTTP}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: app, port: 80}}]}}]\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{alice: k-json-1}}\n---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  apiKeyAuth: {{secretRef: {{name: keys}}}}\n{}",
+        service("default", "app", &[up])
+    );
+    std::fs::write(dir.path().join("m.yaml"), manifests).unwrap();
+    let mut child = keyway()
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(dir.path())
+        .args([
+            "--bind-address",
+            "127.0.0.1",
+            "--admin-address",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let gw: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    rt.block_on(async {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(gw).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(
+            support::send(gw, Req::get("h", "/a?x=1").header("api-key", "k-json-1"))
+                .await
+                .status,
+            200
+        );
+        assert_eq!(support::send(gw, Req::get("h", "/b")).await.status, 401);
+    });
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let access: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "keyway::access")
+        .collect();
+    assert_eq!(access.len(), 2, "{logs}");
+    assert_eq!(access[0]["client"], "alice");
+    assert_eq!(access[0]["path"], "/a", "the query string is never logged");
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(access[1]["denied"], "missing_api_key");
+    assert_eq!(access[1]["status"], 401);
+}
