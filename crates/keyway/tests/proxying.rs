@@ -442,57 +442,26 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
 
 #[test]
 fn the_binary_exits_0_on_sigterm_after_draining() {
-    use std::process::{Command, Stdio};
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (port, admin) = (free(), free());
-    let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = rt.block_on(upstream());
     let m = gateway_and_route(&service("default", "app", &[up]))
-        .replace("port: 80, protocol", &format!("port: {port}, protocol"));
-    std::fs::write(dir.path().join("gw.yaml"), m).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyway"))
-        .args(["run", "--config"])
-        .arg(dir.path())
-        .args([
-            "--bind-address",
-            "127.0.0.1",
-            "--admin-address",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let gw: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+        .replace("port: 80, protocol", "port: {PORT}, protocol");
+    let bin = support::Binary::start(&m, &[], &[]);
     rt.block_on(async {
-        for _ in 0..100 {
-            if TcpStream::connect(admin_addr).await.is_ok()
-                && support::send(admin_addr, Req::get("l", "/readyz"))
-                    .await
-                    .status
-                    == 200
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let slow = tokio::spawn(support::send(gw, Req::get("example.test", "/delay/500")));
+        bin.ready().await;
+        let slow = tokio::spawn(support::send(
+            bin.gateway,
+            Req::get("example.test", "/delay/500"),
+        ));
         tokio::time::sleep(Duration::from_millis(150)).await;
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert_eq!(slow.await.unwrap().status, 200);
+        bin.signal("TERM");
+        assert_eq!(
+            slow.await.unwrap().status,
+            200,
+            "the in-flight request finished"
+        );
     });
-    let status = child.wait().unwrap();
+    let (status, _) = bin.stop();
     assert!(status.success(), "exit status {status:?}");
 }
 

@@ -290,3 +290,98 @@ pub fn kubectl_apply(docs: &[&str]) -> String {
         .map(|k| format!("---\n{}", serde_yaml_ng::to_string(&objects[k]).unwrap()))
         .collect()
 }
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `keyway` binary running `run` on manifests in a temporary directory.
+pub struct Binary {
+    pub child: std::process::Child,
+    /// Where the (single) Gateway listener is bound: the manifests' `{PORT}`.
+    pub gateway: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Binary {
+    /// Writes `manifests` (with `{PORT}` replaced by a free port) and starts
+    /// `keyway [global] run --config DIR ...` with `env`; logs are captured.
+    pub fn start(manifests: &str, global: &[&str], env: &[(&str, &str)]) -> Binary {
+        let (port, admin) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("manifests.yaml"),
+            manifests.replace("{PORT}", &port.to_string()),
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"));
+        cmd.args(global)
+            .args(["run", "--config"])
+            .arg(dir.path())
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--admin-address",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Binary {
+            child: cmd.spawn().unwrap(),
+            gateway: format!("127.0.0.1:{port}").parse().unwrap(),
+            admin: format!("127.0.0.1:{admin}").parse().unwrap(),
+            dir,
+        }
+    }
+
+    /// Waits (up to 10 s) until `/readyz` answers 200.
+    pub async fn ready(&self) {
+        for _ in 0..200 {
+            if TcpStream::connect(self.admin).await.is_ok()
+                && send(self.admin, Req::get("l", "/readyz")).await.status == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("keyway never became ready");
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, ...).
+    pub fn signal(&self, sig: &str) {
+        std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Sends SIGTERM, waits for exit, and returns the exit status and everything printed.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        use std::io::Read;
+        self.signal("TERM");
+        let status = self.child.wait().unwrap();
+        let mut out = String::new();
+        self.child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        (status, out)
+    }
+}
