@@ -123,7 +123,8 @@ impl Gateway {
         self.config.load_full()
     }
 
-    /// Serves one request that arrived on the listener port `port` from `peer`.
+    /// Serves one request that arrived on connection `conn`: the whole request path, from
+    /// normalising the request to the access-log line.
     pub async fn handle(
         self: Arc<Self>,
         conn: Arc<ConnInfo>,
