@@ -47,11 +47,15 @@ pub fn authenticate<'p>(
         policy.client_for(key.as_bytes()).ok_or(Denied::Unknown)?
     };
     if let Some(h) = &policy.client_id_header {
-        // Whatever the client sent under this name goes, even if the id could not be set
-        // (the compiler only admits ids that are valid header values).
-        parts.headers.remove(h);
-        if let Ok(v) = HeaderValue::from_str(client) {
-            parts.headers.insert(h.clone(), v);
+        // `insert` replaces every value the client sent under this name; should the id not
+        // be a header value (the compiler admits none such), the client's values still go.
+        match HeaderValue::from_str(client) {
+            Ok(v) => {
+                parts.headers.insert(h.clone(), v);
+            }
+            Err(_) => {
+                parts.headers.remove(h);
+            }
         }
     }
     if !policy.forward_credential && !strip(policy, parts) {

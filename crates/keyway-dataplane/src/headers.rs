@@ -45,8 +45,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets `x-forwarded-for` (appending the peer's IP), `x-forwarded-proto`, and
-/// `x-request-id` (kept when the client sent one), as Envoy does at the edge.
+/// Sets `x-forwarded-for` (appending the peer's IP) and `x-forwarded-proto`, as Envoy does
+/// at the edge. (`x-request-id` is settled when the request arrives, for the access log.)
 pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
     let xff = match headers.get(&X_FORWARDED_FOR) {
         Some(prev) => {
@@ -62,9 +62,6 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    if !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID.clone(), request_id());
-    }
 }
 
 /// A random UUID (version 4), as Envoy generates for `x-request-id`.
@@ -120,10 +117,8 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.insert("x-request-id", HeaderValue::from_static("abc"));
         set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-request-id"], "abc");
     }
 }
