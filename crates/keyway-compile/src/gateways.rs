@@ -105,8 +105,8 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
         let mut status = ObjectStatus::new(Kind::Gateway, key.clone(), gw.origin.clone());
         let status_idx = out.statuses.len();
         let mut programmed_any = false;
-        for (i, l) in gw.value.spec.listeners.iter().enumerate() {
-            let (section, info) = listener(key, l, i);
+        for l in &gw.value.spec.listeners {
+            let (section, info) = listener(key, l);
             let mut section = section;
             let mut info = info;
             if let Some(info) = info.as_mut() {
@@ -158,11 +158,7 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
     out
 }
 
-fn listener(
-    gw: &ObjectKey,
-    l: &GatewayListeners,
-    _index: usize,
-) -> (SectionStatus, Option<ListenerInfo>) {
+fn listener(gw: &ObjectKey, l: &GatewayListeners) -> (SectionStatus, Option<ListenerInfo>) {
     let mut section = SectionStatus {
         section: format!("listener {}", l.name),
         attached_routes: Some(0),

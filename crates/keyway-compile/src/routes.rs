@@ -81,7 +81,7 @@ pub(crate) fn compile(ctx: &Context<'_>, gateways: &mut Gateways, policies: &Pol
     for (key, obj) in &ctx.snap.http_routes {
         let mut status = ObjectStatus::new(Kind::HttpRoute, key.clone(), obj.origin.clone());
         let (rules, resolved, replaced) =
-            compile_rules(ctx, &mut resolver, key, &obj.value, policies, &mut out);
+            compile_rules(&mut resolver, key, &obj.value, policies, &mut out);
         let route_name: Arc<str> = Arc::from(key.to_string());
         let age = age_key(obj.value.metadata.creation_timestamp.as_ref(), key);
         let mut attached_to: HashSet<usize> = HashSet::new();
@@ -324,7 +324,6 @@ fn attach(
 /// Compiles every rule; returns them, the route's `ResolvedRefs` condition, and a message if
 /// some rule was replaced by a 500.
 fn compile_rules(
-    ctx: &Context<'_>,
     resolver: &mut Resolver<'_, '_>,
     key: &ObjectKey,
     route: &HttpRoute,
@@ -379,7 +378,6 @@ fn compile_rules(
             Action::Redirect(redirect)
         } else {
             forward(
-                ctx,
                 resolver,
                 key,
                 rule,
@@ -426,7 +424,6 @@ fn direct_500() -> Action {
 
 #[allow(clippy::too_many_arguments)]
 fn forward(
-    ctx: &Context<'_>,
     resolver: &mut Resolver<'_, '_>,
     key: &ObjectKey,
     rule: &HttpRouteRules,
@@ -438,7 +435,6 @@ fn forward(
     replaced: &mut Vec<String>,
     index: usize,
 ) -> Action {
-    let _ = ctx;
     let refs = rule.backend_refs.as_deref().unwrap_or(&[]);
     if refs.is_empty() {
         return Action::Direct {
