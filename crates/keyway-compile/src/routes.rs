@@ -641,6 +641,17 @@ struct Filters {
     extension_refs: Vec<String>,
 }
 
+/// `(name, value)` pairs of a modifier's `set` or `add` list (the request and response
+/// modifiers are distinct generated types with the same shape).
+macro_rules! name_values {
+    ($list:expr) => {
+        $list
+            .iter()
+            .flatten()
+            .map(|p| (p.name.as_str(), p.value.as_str()))
+    };
+}
+
 fn compile_filters(
     list: &[HttpRouteRulesFilters],
     matches: &[RouteMatch],
@@ -652,31 +663,13 @@ fn compile_filters(
         match f.r#type {
             FilterType::RequestHeaderModifier => {
                 if let Some(m) = &f.request_header_modifier {
-                    let set = m
-                        .set
-                        .iter()
-                        .flatten()
-                        .map(|p| (p.name.as_str(), p.value.as_str()));
-                    let add = m
-                        .add
-                        .iter()
-                        .flatten()
-                        .map(|p| (p.name.as_str(), p.value.as_str()));
+                    let (set, add) = (name_values!(m.set), name_values!(m.add));
                     out.request = header_filter(&at, set, add, m.remove.iter().flatten(), problems);
                 }
             }
             FilterType::ResponseHeaderModifier => {
                 if let Some(m) = &f.response_header_modifier {
-                    let set = m
-                        .set
-                        .iter()
-                        .flatten()
-                        .map(|p| (p.name.as_str(), p.value.as_str()));
-                    let add = m
-                        .add
-                        .iter()
-                        .flatten()
-                        .map(|p| (p.name.as_str(), p.value.as_str()));
+                    let (set, add) = (name_values!(m.set), name_values!(m.add));
                     out.response =
                         header_filter(&at, set, add, m.remove.iter().flatten(), problems);
                 }

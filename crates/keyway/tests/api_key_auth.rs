@@ -369,9 +369,12 @@ async fn kgateway_e2e_rule_section_name() {
         "the other rule is not"
     );
     assert_eq!(
-        h.request(8080, Req::get("httpbin", "/get").header("api-key", "k-123"))
-            .await
-            .status,
+        code(
+            &h,
+            8080,
+            Req::get("httpbin", "/get").header("api-key", "k-123")
+        )
+        .await,
         200
     );
 }
@@ -575,6 +578,11 @@ stringData: {{client1: k-123, client2: k-456}}
     Harness::start(&m).await
 }
 
+/// The status code of a request.
+async fn code(h: &Harness, port: u16, req: Req) -> u16 {
+    h.request(port, req).await.status.as_u16()
+}
+
 /// The status code of a GET with `api-key: key`.
 async fn key_status(h: &Harness, port: u16, path: &str, key: &str) -> u16 {
     h.request(port, Req::get("h", path).header("api-key", key))
@@ -624,32 +632,35 @@ async fn key_in_two_sources_and_repeated_sources() {
     assert_eq!(r.upstream_query(), "z=1");
     // Header wrong, query right: the header is chosen, so it is refused.
     assert_eq!(
-        h.request(80, Req::get("h", "/?key=k-123").header("x-key", "wrong"))
-            .await
-            .status,
+        code(
+            &h,
+            80,
+            Req::get("h", "/?key=k-123").header("x-key", "wrong")
+        )
+        .await,
         401
     );
     // Repeated with different values: refused; repeated with the same value: fine.
     assert_eq!(
-        h.request(
+        code(
+            &h,
             80,
             Req::get("h", "/")
                 .header("x-key", "k-123")
                 .header("x-key", "k-456")
         )
-        .await
-        .status,
+        .await,
         401
     );
     assert_eq!(
-        h.request(
+        code(
+            &h,
             80,
             Req::get("h", "/")
                 .header("x-key", "k-123")
                 .header("x-key", "k-123")
         )
-        .await
-        .status,
+        .await,
         200
     );
     assert_eq!(h.get(80, "h", "/?key=k-123&key=k-456").await.status, 401);
@@ -667,23 +678,17 @@ async fn key_in_two_sources_and_repeated_sources() {
     assert_eq!(r.upstream_header1("cookie").as_deref(), Some("a=1; b=2"));
     // An empty header value is no key at all.
     assert_eq!(
-        h.request(80, Req::get("h", "/").header("x-key", ""))
-            .await
-            .status,
+        code(&h, 80, Req::get("h", "/").header("x-key", "")).await,
         401
     );
     // Lowercase scheme.
     assert_eq!(
-        h.request(80, Req::get("h", "/").header("x-key", "bearer k-456"))
-            .await
-            .status,
+        code(&h, 80, Req::get("h", "/").header("x-key", "bearer k-456")).await,
         200
     );
     // Keys are case-sensitive.
     assert_eq!(
-        h.request(80, Req::get("h", "/").header("x-key", "K-123"))
-            .await
-            .status,
+        code(&h, 80, Req::get("h", "/").header("x-key", "K-123")).await,
         401
     );
 }
@@ -749,9 +754,7 @@ async fn a_route_policy_replaces_the_gateway_policy_as_a_whole() {
     // r1: only the route policy's source and keys.
     assert_eq!(key_status(&h, 80, "/", "k-123").await, 401);
     assert_eq!(
-        h.request(80, Req::get("h", "/").header("x-route-key", "k-123"))
-            .await
-            .status,
+        code(&h, 80, Req::get("h", "/").header("x-route-key", "k-123")).await,
         401
     );
     let r = h
@@ -765,9 +768,12 @@ async fn a_route_policy_replaces_the_gateway_policy_as_a_whole() {
     // r2 keeps the Gateway policy.
     assert_eq!(key_status(&h, 8080, "/", "k-123").await, 200);
     assert_eq!(
-        h.request(8080, Req::get("h", "/").header("x-route-key", "k-route"))
-            .await
-            .status,
+        code(
+            &h,
+            8080,
+            Req::get("h", "/").header("x-route-key", "k-route")
+        )
+        .await,
         401
     );
 }

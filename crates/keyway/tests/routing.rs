@@ -510,30 +510,26 @@ spec:
             r.headers["location"].to_str().unwrap().to_string(),
         )
     };
-    assert_eq!(
-        loc(h.get(8080, "a.test", "/host/x?q=1").await),
-        (302, "http://example.org:8080/host/x?q=1".into())
-    );
-    assert_eq!(
-        loc(h.get(8080, "a.test", "/https").await),
-        (302, "https://a.test/https".into())
-    );
-    assert_eq!(
-        loc(h.get(8080, "a.test:8080", "/port").await),
-        (302, "http://a.test:8443/port".into())
-    );
-    assert_eq!(
-        loc(h.get(8080, "a.test", "/status").await),
-        (301, "http://a.test:8080/status".into())
-    );
-    assert_eq!(
-        loc(h.get(8080, "a.test", "/full/x").await),
-        (302, "http://a.test:8080/new".into())
-    );
-    assert_eq!(
-        loc(h.get(8080, "a.test", "/prefix/one").await),
-        (302, "http://a.test/replaced/one".into())
-    );
+    let cases = [
+        (
+            "a.test",
+            "/host/x?q=1",
+            302,
+            "http://example.org:8080/host/x?q=1",
+        ),
+        ("a.test", "/https", 302, "https://a.test/https"),
+        ("a.test:8080", "/port", 302, "http://a.test:8443/port"),
+        ("a.test", "/status", 301, "http://a.test:8080/status"),
+        ("a.test", "/full/x", 302, "http://a.test:8080/new"),
+        ("a.test", "/prefix/one", 302, "http://a.test/replaced/one"),
+    ];
+    for (host, path, status, location) in cases {
+        assert_eq!(
+            loc(h.get(8080, host, path).await),
+            (status, location.to_string()),
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test]
