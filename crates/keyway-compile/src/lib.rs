@@ -71,6 +71,13 @@ pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         let virtual_hosts = routes::virtual_hosts(entries);
+        let identity_headers = routes
+            .identity_headers
+            .get(&listener.gateway)
+            .into_iter()
+            .flatten()
+            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
         ports
             .entry(listener.port)
             .or_default()
@@ -81,6 +88,7 @@ pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
                 port: listener.port,
                 hostname: listener.hostname.clone(),
                 virtual_hosts,
+                identity_headers,
             }));
     }
     for port in ports.values_mut() {

@@ -92,6 +92,9 @@ struct Entry {
     has_targets: bool,
     targets_found: usize,
     missing: Vec<String>,
+    /// The `clientIdHeader` the policy asserts identity through, even when it is invalid
+    /// or overridden: its routes must never pass a client-sent copy along.
+    client_id_header: Option<HeaderName>,
 }
 
 /// All policies, indexed by attachment point.
@@ -121,13 +124,9 @@ impl Policies {
         self.by_key.get(key).copied()
     }
 
-    /// The authentication of one rule on one listener. Records in `considered` every policy
-    /// that competed, and returns the one that decided.
-    pub fn auth_for(
-        &self,
-        q: &AuthQuery<'_>,
-        considered: &mut HashSet<usize>,
-    ) -> (Auth, Option<usize>) {
+    /// The policies attached at each level for one rule on one listener, most specific
+    /// level first; only policies that have a say in authentication.
+    fn levels(&self, q: &AuthQuery<'_>) -> [Vec<usize>; 4] {
         let mut rule_level: Vec<usize> = q
             .extension_refs
             .iter()
@@ -136,7 +135,7 @@ impl Policies {
         if let Some(rule) = q.rule_name {
             rule_level.extend(self.at(&AttachPoint::Rule(q.route.clone(), rule.to_string())));
         }
-        let levels = [
+        let mut levels = [
             rule_level,
             self.at(&AttachPoint::Route(q.route.clone())).to_vec(),
             self.at(&AttachPoint::Listener(
@@ -146,10 +145,22 @@ impl Policies {
             .to_vec(),
             self.at(&AttachPoint::Gateway(q.gateway.clone())).to_vec(),
         ];
-        for mut level in levels {
+        for level in &mut levels {
             level.retain(|&i| self.entries[i].effect.is_some());
             level.sort_by(|&a, &b| self.entries[a].order.cmp(&self.entries[b].order));
             level.dedup();
+        }
+        levels
+    }
+
+    /// The authentication of one rule on one listener. Records in `considered` every policy
+    /// that competed, and returns the one that decided.
+    pub fn auth_for(
+        &self,
+        q: &AuthQuery<'_>,
+        considered: &mut HashSet<usize>,
+    ) -> (Auth, Option<usize>) {
+        for level in self.levels(q) {
             considered.extend(level.iter().copied());
             if let Some(&winner) = level.first() {
                 let auth = self.entries[winner].effect.clone().unwrap_or_default();
@@ -157,6 +168,18 @@ impl Policies {
             }
         }
         (Auth::None, None)
+    }
+
+    /// The `clientIdHeader`s of every policy attached at any level for one rule, whether
+    /// it decides, is overridden or is disabled there.
+    pub fn identity_headers<'s>(
+        &'s self,
+        q: &AuthQuery<'_>,
+    ) -> impl Iterator<Item = &'s HeaderName> + 's {
+        self.levels(q)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| self.entries[i].client_id_header.as_ref())
     }
 
     fn at(&self, point: &AttachPoint) -> &[usize] {
@@ -350,6 +373,11 @@ fn compile_one(
         has_targets,
         targets_found: found,
         missing,
+        client_id_header: spec
+            .api_key_auth
+            .as_ref()
+            .and_then(|a| a.client_id_header.as_deref())
+            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
     };
     (entry, points)
 }
@@ -499,6 +527,13 @@ fn api_key_auth(
     errors: &mut Vec<String>,
 ) -> Option<Auth> {
     let before = errors.len();
+    if ak.is_null {
+        errors.push(
+            "spec.apiKeyAuth: present but empty (null); set one of secretRef, secretSelector or disable"
+                .into(),
+        );
+        return None;
+    }
     let set: Vec<&str> = [
         ak.secret_ref.as_ref().map(|_| "secretRef"),
         ak.secret_selector.as_ref().map(|_| "secretSelector"),

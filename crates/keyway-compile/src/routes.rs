@@ -1,6 +1,6 @@
 //! HTTPRoutes: attachment to listeners, rule compilation, precedence, virtual hosts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +62,9 @@ pub struct Routes {
     pub considered_policies: HashSet<usize>,
     /// Policies named by `ExtensionRef` filters.
     pub referenced_policies: HashSet<usize>,
+    /// Per Gateway, the `clientIdHeader`s of every policy that competed for one of its
+    /// rules (see [`keyway_store::Listener::identity_headers`]).
+    pub identity_headers: HashMap<ObjectKey, BTreeSet<String>>,
 }
 
 /// A rule compiled once, then placed on every listener the route attaches to.
@@ -170,19 +173,21 @@ fn place(
     hostnames: Vec<HostPattern>,
 ) {
     for rule in rules {
-        let (auth, decided) = policies.auth_for(
-            &AuthQuery {
-                gateway: &listener.gateway,
-                listener: &listener.name,
-                route: key,
-                rule_name: rule.name.as_deref(),
-                extension_refs: &rule.extension_refs,
-            },
-            &mut out.considered_policies,
-        );
+        let query = AuthQuery {
+            gateway: &listener.gateway,
+            listener: &listener.name,
+            route: key,
+            rule_name: rule.name.as_deref(),
+            extension_refs: &rule.extension_refs,
+        };
+        let (auth, decided) = policies.auth_for(&query, &mut out.considered_policies);
         if let Some(d) = decided {
             out.decided_policies.insert(d);
         }
+        out.identity_headers
+            .entry(listener.gateway.clone())
+            .or_default()
+            .extend(policies.identity_headers(&query).map(|h| h.as_str().to_string()));
         for (mi, m) in rule.matches.iter().enumerate() {
             let order = (
                 match m.path {
@@ -457,16 +462,21 @@ fn forward(
             port: r.port,
         };
         let mut problems = Vec::new();
-        let converted: Vec<HttpRouteRulesFilters> = r
-            .filters
-            .iter()
-            .flatten()
-            .filter_map(|f| {
-                serde_json::to_value(f)
-                    .ok()
-                    .and_then(|v| serde_json::from_value(v).ok())
-            })
-            .collect();
+        let mut converted: Vec<HttpRouteRulesFilters> = Vec::new();
+        for (fi, f) in r.filters.iter().flatten().enumerate() {
+            // Backend-level filters have their own generated type; they are read through
+            // the rule-level one. One that does not convert is never dropped silently: a
+            // missing header filter could expose what it was meant to remove.
+            match serde_json::to_value(f).and_then(serde_json::from_value) {
+                Ok(c) => converted.push(c),
+                Err(e) => {
+                    replaced.push(format!(
+                        "Replaced Rule ({index}): backendRefs[{bi}].filters[{fi}]: cannot be read: {e}"
+                    ));
+                    return direct_500();
+                }
+            }
+        }
         let filters = compile_filters(&converted, matches, &mut problems);
         if !filters.extension_refs.is_empty() {
             problems

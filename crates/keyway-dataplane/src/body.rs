@@ -2,7 +2,10 @@
 //! through from the other side. An enum, so no request pays for boxing.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -20,6 +23,9 @@ pub enum Body {
     Full(Option<Bytes>),
     /// A body streamed from a peer, never buffered whole.
     Stream(Incoming),
+    /// A request body streamed to the upstream, reporting its progress so the response
+    /// timeout can start once it is complete.
+    Request(Incoming, Arc<BodyProgress>),
     /// An upstream response body; its connection goes back to the pool once it has been
     /// read to the end.
     Upstream(Incoming, Option<Checkin>),
@@ -42,6 +48,56 @@ impl Body {
     }
 }
 
+/// How far a request body has been sent: when the last bytes went, and whether it ended.
+#[derive(Debug)]
+pub struct BodyProgress {
+    start: Instant,
+    /// Milliseconds after `start` of the last frame.
+    last_ms: AtomicU64,
+    done: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Default for BodyProgress {
+    fn default() -> Self {
+        BodyProgress {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl BodyProgress {
+    /// Whether the body has ended (or failed: either way nothing more will be sent).
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// When the last frame was sent (or the body started).
+    pub fn last_activity(&self) -> Instant {
+        self.start + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+
+    /// Completes when the body progresses or ends (register before checking, as with any
+    /// [`tokio::sync::Notify`]).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    fn frame(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn end(&self) {
+        if !self.done.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
+        }
+    }
+}
+
 impl From<Incoming> for Body {
     fn from(b: Incoming) -> Self {
         Body::Stream(b)
@@ -60,6 +116,15 @@ impl http_body::Body for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Stream(s) => Pin::new(s).poll_frame(cx),
+            Body::Request(s, progress) => {
+                let polled = Pin::new(&mut *s).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(_))) if !s.is_end_stream() => progress.frame(),
+                    Poll::Ready(_) => progress.end(),
+                    Poll::Pending => {}
+                }
+                polled
+            }
             Body::Upstream(s, checkin) => {
                 let polled = Pin::new(&mut *s).poll_frame(cx);
                 let done = match &polled {
@@ -86,7 +151,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
-            Body::Stream(s) | Body::Upstream(s, _) => s.is_end_stream(),
+            Body::Stream(s) | Body::Request(s, _) | Body::Upstream(s, _) => s.is_end_stream(),
         }
     }
 
@@ -95,7 +160,7 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
-            Body::Stream(s) | Body::Upstream(s, _) => s.size_hint(),
+            Body::Stream(s) | Body::Request(s, _) | Body::Upstream(s, _) => s.size_hint(),
         }
     }
 }

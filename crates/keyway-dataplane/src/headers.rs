@@ -45,23 +45,52 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets `x-forwarded-for` (appending the peer's IP) and `x-forwarded-proto`, as Envoy does
-/// at the edge. (`x-request-id` is settled when the request arrives, for the access log.)
+/// Sets `x-forwarded-for` (appending the peer's IP to every value the client sent, in
+/// order: several `X-Forwarded-For` lines are one list) and `x-forwarded-proto`, as Envoy
+/// does at the edge. (`x-request-id` is settled when the request arrives, for the access
+/// log.)
 pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
-            let mut joined = Vec::with_capacity(prev.len() + 2 + peer_ip.len());
-            joined.extend_from_slice(prev.as_bytes());
+    let mut prev = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    let xff = if prev.peek().is_none() {
+        Some(peer_ip.clone())
+    } else {
+        let mut joined = Vec::with_capacity(64);
+        for v in prev {
+            joined.extend_from_slice(v.as_bytes());
             joined.extend_from_slice(b", ");
-            joined.extend_from_slice(peer_ip.as_bytes());
-            HeaderValue::from_bytes(&joined).ok()
         }
-        None => Some(peer_ip.clone()),
+        joined.extend_from_slice(peer_ip.as_bytes());
+        HeaderValue::from_bytes(&joined).ok()
     };
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+}
+
+/// Makes the client's headers fit an HTTP/1.1 upstream request Keyway frames itself:
+///
+/// - `Transfer-Encoding` goes: the body was de-framed on the way in and is framed anew on
+///   the way out (chunked, or by the `Content-Length` the client's body was checked
+///   against), so the client's list of codings (`identity, chunked`, two `chunked` lines)
+///   must not travel on;
+/// - HTTP/2 splits cookies into one field per crumb; HTTP/1.1 allows one `Cookie` line,
+///   so several are joined with `; ` (RFC 9113 §8.2.3).
+pub fn prepare_for_upstream(headers: &mut HeaderMap) {
+    headers.remove(header::TRANSFER_ENCODING);
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if let (Some(_), Some(_)) = (cookies.next(), cookies.next()) {
+        let mut joined = Vec::with_capacity(256);
+        for (i, v) in headers.get_all(header::COOKIE).iter().enumerate() {
+            if i > 0 {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(v.as_bytes());
+        }
+        if let Ok(v) = HeaderValue::from_bytes(&joined) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
 }
 
 /// A random UUID (version 4), as Envoy generates for `x-request-id`.
@@ -111,6 +140,28 @@ mod tests {
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
         assert_ne!(request_id(), request_id());
+    }
+
+    #[test]
+    fn forwarded_for_keeps_every_line() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2, 10.0.0.3"));
+        set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"));
+        let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]);
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined_and_framing_dropped() {
+        let mut h = HeaderMap::new();
+        h.append("cookie", HeaderValue::from_static("a=1"));
+        h.append("cookie", HeaderValue::from_static("b=2"));
+        h.append("transfer-encoding", HeaderValue::from_static("identity, chunked"));
+        prepare_for_upstream(&mut h);
+        let all: Vec<_> = h.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1; b=2"]);
+        assert!(h.get("transfer-encoding").is_none());
     }
 
     #[test]

@@ -1,25 +1,25 @@
 //! The data plane: it executes a compiled [`keyway_store::Config`] and nothing else.
 //!
-//! The request path reads top to bottom in [`proxy`]: find the listener and route
-//! ([`router`]), check the API key ([`auth`]), then answer directly, redirect, or forward
-//! through the pooled [`upstream`] client with headers fixed up by [`headers`]. Every
-//! request is counted in [`metrics`] and written to the access log.
+//! - [`listener`]: ports opened and closed to follow the config, connection limits, the
+//!   per-connection watchdog;
+//! - [`request`]: the request path as named phases (normalise, route, authenticate, act),
+//!   with [`request::ProxyError`] the one place errors become responses;
+//! - [`upstream`]: the pooled upstream client, and the endpoint state kept across reloads;
+//! - [`headers`], [`body`], [`metrics`]: what the phases share.
 //!
 //! The config lives behind an [`arc_swap::ArcSwap`]: each request takes the config current
 //! when it arrived and keeps it to the end, so a reload never changes a request midway and
 //! never takes a lock.
+#![forbid(unsafe_code)]
 
-pub mod auth;
 pub mod body;
 pub mod headers;
+pub mod listener;
 pub mod metrics;
-pub mod path;
-pub mod proxy;
-pub mod router;
-pub mod server;
+pub mod request;
 pub mod upstream;
 
 pub use body::Body;
+pub use listener::{Server, ServerOptions};
 pub use metrics::Metrics;
-pub use proxy::{Gateway, Settings};
-pub use server::Server;
+pub use request::{EscapedSlashes, Gateway, Settings};

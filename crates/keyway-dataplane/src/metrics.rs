@@ -1,6 +1,11 @@
 //! Prometheus metrics. Label values are gateway, route, policy and client names and status
 //! codes: never a key, never a header value a client chose.
+//!
+//! Series per client are capped (`Settings::metrics_max_clients`): the first clients seen
+//! get their own series, every later one counts under `client="_other"`, so a million keys
+//! never make a million series.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -33,7 +38,7 @@ pub struct UpstreamLabels {
 pub struct AllowedLabels {
     /// `namespace/name` of the TrafficPolicy.
     pub policy: Arc<str>,
-    /// Client id (the Secret entry's name).
+    /// Client id (the Secret entry's name), or `_other` beyond the cap on client series.
     pub client: Arc<str>,
 }
 
@@ -61,6 +66,21 @@ pub struct Metrics {
     pub config_generation: Gauge<i64, AtomicI64Shim>,
     /// Config reloads that failed and kept the previous config.
     pub config_reload_failures: Counter,
+    /// Client connections open on the listener ports.
+    pub connections_open: Gauge,
+    /// Client connections closed at once because `--max-connections` were open.
+    pub connections_refused: Counter,
+    /// Errors accepting a connection (out of file descriptors, ...).
+    pub accept_errors: Counter,
+    /// Log lines dropped because the log writer could not keep up.
+    pub log_lines_dropped: Counter,
+    client_series: AtomicUsize,
+}
+
+/// The label of clients counted together beyond the cap on client series.
+pub fn other_client() -> Arc<str> {
+    static OTHER: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    OTHER.get_or_init(|| Arc::from("_other")).clone()
 }
 
 /// The atomic behind the generation gauge.
@@ -117,6 +137,30 @@ impl Metrics {
             "Reloads that failed and kept the previous configuration",
             config_reload_failures.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open on the listener ports",
+            connections_open.clone(),
+        );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed on accept because --max-connections were open",
+            connections_refused.clone(),
+        );
+        let accept_errors = Counter::default();
+        registry.register(
+            "accept_errors",
+            "Errors accepting client connections (such as running out of file descriptors)",
+            accept_errors.clone(),
+        );
+        let log_lines_dropped = Counter::default();
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log output could not keep up",
+            log_lines_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -125,7 +169,18 @@ impl Metrics {
             api_key_denied,
             config_generation,
             config_reload_failures,
+            connections_open,
+            connections_refused,
+            accept_errors,
+            log_lines_dropped,
+            client_series: AtomicUsize::new(0),
         }
+    }
+
+    /// Takes one of `max` places for a new (policy, client) series of the allowed
+    /// counter; `false` once they are all taken.
+    pub fn claim_client_series(&self, max: usize) -> bool {
+        self.client_series.fetch_add(1, Ordering::Relaxed) < max
     }
 
     /// The Prometheus text exposition of every metric.

@@ -8,7 +8,13 @@
 //! Every problem names the file, the line (and column, for syntax errors) and, once known,
 //! the object as `Kind namespace/name`. A document of a kind Keyway does not read is
 //! skipped with a [`Warning`]; a malformed document fails the whole load, so a half-written
-//! file is never applied in part.
+//! file is never applied in part. A key written twice in one mapping is an error, as
+//! `kubectl apply` makes it (YAML readers disagree on which one wins; a Secret's keys must
+//! not depend on that).
+//!
+//! Secrets are read through their own decoder, whose errors never repeat a value: serde's
+//! messages quote the offending input (`invalid type: string "<the key>"`), and a Secret's
+//! input is its keys.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -121,20 +127,24 @@ struct Loader {
     seen: BTreeMap<(Kind, ObjectKey), Origin>,
 }
 
-/// The part of every object needed to know what it is.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The part of every object needed to know what it is, read from its parsed document.
 struct Head {
     api_version: Option<String>,
     kind: Option<String>,
-    #[serde(default)]
-    metadata: HeadMeta,
-}
-
-#[derive(Deserialize, Default)]
-struct HeadMeta {
     name: Option<String>,
     namespace: Option<String>,
+}
+
+impl Head {
+    fn of(doc: &serde_yaml_ng::Value) -> Head {
+        let text = |v: &serde_yaml_ng::Value| v.as_str().map(str::to_string);
+        Head {
+            api_version: text(&doc["apiVersion"]),
+            kind: text(&doc["kind"]),
+            name: text(&doc["metadata"]["name"]),
+            namespace: text(&doc["metadata"]["namespace"]),
+        }
+    }
 }
 
 impl Loader {
@@ -197,11 +207,17 @@ impl Loader {
             path: path.clone(),
             line: doc.content_line(),
         };
-        let head: Option<Head> = match serde_yaml_ng::from_str(doc.text) {
-            Ok(head) => head,
+        // One generic parse first: syntax errors and duplicate keys surface here, with their
+        // line, before anything is read as a typed object.
+        let parsed: serde_yaml_ng::Value = match serde_yaml_ng::from_str(doc.text) {
+            Ok(v) => v,
             Err(err) => return self.errors.push(yaml_error(path, doc, None, &err)),
         };
-        let Some(head) = head else { return };
+        if parsed.is_null() {
+            return;
+        }
+        let head = Head::of(&parsed);
+        drop(parsed);
         let (Some(api_version), Some(kind)) = (head.api_version, head.kind) else {
             return self.errors.push(LoadError {
                 path: path.to_string(),
@@ -213,9 +229,8 @@ impl Loader {
         };
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         let Some(known) = known_kind(group, &api_version, &kind) else {
-            let name = head.metadata.name.unwrap_or_default();
+            let name = head.name.unwrap_or_default();
             let ns = head
-                .metadata
                 .namespace
                 .map(|n| format!("{n}/"))
                 .unwrap_or_default();
@@ -231,14 +246,14 @@ impl Loader {
             if known.is_namespaced() {
                 format!(
                     "{}/",
-                    head.metadata.namespace.as_deref().unwrap_or("default")
+                    head.namespace.as_deref().unwrap_or("default")
                 )
             } else {
                 String::new()
             },
-            head.metadata.name.as_deref().unwrap_or("<unnamed>")
+            head.name.as_deref().unwrap_or("<unnamed>")
         );
-        if head.metadata.name.as_deref().unwrap_or("").is_empty() {
+        if head.name.as_deref().unwrap_or("").is_empty() {
             return self.errors.push(LoadError {
                 path: path.to_string(),
                 line: Some(doc.content_line()),
@@ -359,9 +374,72 @@ struct RawSecret {
     #[serde(rename = "type")]
     type_: Option<String>,
     #[serde(default)]
-    data: Option<BTreeMap<String, String>>,
+    data: Option<SecretEntries>,
     #[serde(default)]
-    string_data: Option<BTreeMap<String, String>>,
+    string_data: Option<SecretEntries>,
+}
+
+/// `data` or `stringData`: entry name to text. Its decoder reports a wrong shape in words
+/// of its own and never with the value it found.
+struct SecretEntries(BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for SecretEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(EntriesVisitor)
+    }
+}
+
+struct EntriesVisitor;
+
+const NOT_A_MAP: &str = "must be a map of entry name (the client id) to value";
+
+macro_rules! refuse_scalars {
+    ($($name:ident: $ty:ty),*) => {$(
+        fn $name<E: serde::de::Error>(self, _: $ty) -> Result<Self::Value, E> {
+            Err(E::custom(NOT_A_MAP))
+        }
+    )*};
+}
+
+impl<'de> serde::de::Visitor<'de> for EntriesVisitor {
+    type Value = SecretEntries;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(NOT_A_MAP)
+    }
+
+    refuse_scalars!(visit_str: &str, visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64);
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(SecretEntries(BTreeMap::new()))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(serde::de::Error::custom(NOT_A_MAP))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(name) = map.next_key::<String>()? {
+            let text = map.next_value::<EntryText>().map_err(|_| {
+                serde::de::Error::custom(format_args!(
+                    "entry {name}: the value must be text, not a list or a map"
+                ))
+            })?;
+            // A name given twice never gets here: the document's generic parse refuses it.
+            out.insert(name, text.0);
+        }
+        Ok(SecretEntries(out))
+    }
+}
+
+/// One entry's value: any scalar, as its text.
+struct EntryText(String);
+
+impl<'de> Deserialize<'de> for EntryText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(EntryText)
+    }
 }
 
 fn parse_secret(
@@ -371,7 +449,7 @@ fn parse_secret(
 ) -> Result<(ObjectKey, Origin), SecretError> {
     let raw: RawSecret = serde_yaml_ng::from_str(doc.text).map_err(SecretError::Yaml)?;
     let mut data = BTreeMap::new();
-    for (name, text) in raw.data.unwrap_or_default() {
+    for (name, text) in raw.data.map(|d| d.0).unwrap_or_default() {
         let compact: String = text.split_ascii_whitespace().collect();
         match base64::engine::general_purpose::STANDARD.decode(compact) {
             Ok(bytes) => {
@@ -384,7 +462,7 @@ fn parse_secret(
         metadata: raw.metadata,
         type_: raw.type_,
         data: Some(data),
-        string_data: raw.string_data,
+        string_data: raw.string_data.map(|d| d.0),
         ..Default::default()
     };
     let mut secret = Secret::from_k8s(upstream);
@@ -405,14 +483,45 @@ enum SecretError {
     Base64(String),
 }
 
-/// Drops the quoted values serde puts in its messages (`invalid type: integer `123``), so
-/// an error about a Secret never repeats part of a key.
+/// Drops every quoted part of a message about a Secret (`invalid type: string "..."`,
+/// `` `...` ``): a last line of defence, should some decoder still quote its input.
 fn redact_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
-    for (i, part) in message.split('`').enumerate() {
-        out.push_str(if i % 2 == 0 { part } else { "<redacted>" });
+    let mut quote: Option<char> = None;
+    for c in message.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '`' || c == '"' => {
+                quote = Some(c);
+                out.push_str("<redacted>");
+            }
+            None => out.push(c),
+        }
     }
     out
+}
+
+/// The YAML reader reports a duplicate key at the start of its mapping; point at the
+/// second occurrence instead, when the mapping is written one entry per line.
+fn second_occurrence(doc: &Document<'_>, message: &str, from: usize) -> Option<(usize, Option<usize>)> {
+    let key = message.split("duplicate entry with key \"").nth(1)?.strip_suffix('"')?;
+    let skip = from.checked_sub(doc.first_line + 1)?;
+    let mut seen = 0;
+    for (i, l) in doc.text.lines().enumerate().skip(skip) {
+        let t = l.trim_start().trim_start_matches("- ");
+        let named = t
+            .strip_prefix(key)
+            .or_else(|| t.strip_prefix(&format!("\"{key}\"")))
+            .or_else(|| t.strip_prefix(&format!("'{key}'")));
+        if named.is_some_and(|rest| rest.trim_start().starts_with(':')) {
+            seen += 1;
+            if seen == 2 {
+                return Some((doc.first_line + i + 1, Some(l.len() - l.trim_start().len() + 1)));
+            }
+        }
+    }
+    None
 }
 
 /// Turns a YAML error into a [`LoadError`] at the right line of the file.
@@ -427,10 +536,13 @@ fn yaml_error(
         Some(at) if err.location().is_some() => text[..at].to_string(),
         _ => text,
     };
-    let (line, column) = match err.location() {
+    let (mut line, mut column) = match err.location() {
         Some(loc) => (doc.first_line + loc.line(), Some(loc.column())),
         None => (doc.content_line(), None),
     };
+    if let Some(at) = second_occurrence(doc, &message, line) {
+        (line, column) = at;
+    }
     LoadError {
         path: path.to_string(),
         line: Some(line),

@@ -131,3 +131,65 @@ fn secret_errors_never_repeat_a_value() {
     let e = errors[0].to_string();
     assert!(!e.contains("12345678"), "{e}");
 }
+
+#[test]
+fn a_secret_whose_data_is_not_a_map_is_refused_without_its_value() {
+    for field in ["data", "stringData"] {
+        for value in [
+            "N2YwMDIxZTEtNGUzNS1jNzgzLTRkYjAtYjE2YzRkZGVmNjcy",
+            "'N2YwMDIxZTEtNGUzNS1jNzgzLTRkYjAtYjE2YzRkZGVmNjcy'",
+            "[N2YwMDIxZTEtNGUzNS1jNzgzLTRkYjAtYjE2YzRkZGVmNjcy]",
+            "123456789012",
+        ] {
+            let text = format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: k}}\n{field}: {value}\n");
+            let errors = load_str("s.yaml", &text).unwrap_err();
+            let e = errors[0].to_string();
+            assert!(e.starts_with("s.yaml:4:"), "{e}");
+            assert!(e.contains("Secret default/k"), "{e}");
+            assert!(e.contains(field), "{e}");
+            assert!(e.contains("must be a map"), "{e}");
+            for window in value.trim_matches(|c| c == '\'' || c == '[' || c == ']').as_bytes().windows(6) {
+                let w = std::str::from_utf8(window).unwrap();
+                assert!(!e.contains(w), "{e} repeats {w}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_secret_entry_that_is_not_text_names_the_entry_not_the_value() {
+    let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\nstringData:\n  client-a: {nested: s3cr3t-value-1}\n";
+    let e = load_str("s.yaml", text).unwrap_err()[0].to_string();
+    assert!(e.contains("stringData") && e.contains("client-a"), "{e}");
+    assert!(!e.contains("s3cr3t"), "{e}");
+}
+
+#[test]
+fn a_key_written_twice_in_a_mapping_is_an_error_with_its_line() {
+    let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\nstringData:\n  client-a: key-one\n  client-a: key-two\n";
+    let errors = load_str("s.yaml", text).unwrap_err();
+    let e = errors[0].to_string();
+    assert!(e.starts_with("s.yaml:6:"), "{e}");
+    assert!(e.contains("duplicate") && e.contains("client-a"), "{e}");
+    assert!(!e.contains("key-one") && !e.contains("key-two"), "{e}");
+    // Anywhere in any object, as kubectl refuses it.
+    let text = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: r\n  labels: {app: a, app: b}\nspec: {}\n";
+    let e = load_str("r.yaml", text).unwrap_err()[0].to_string();
+    assert!(e.starts_with("r.yaml:5:"), "{e}");
+    assert!(e.contains("duplicate"), "{e}");
+}
+
+#[test]
+fn an_empty_api_key_auth_is_kept_as_present() {
+    for body in ["  apiKeyAuth:\n", "  apiKeyAuth: ~\n", "  apiKeyAuth: null\n"] {
+        let text = format!("apiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: g}}]\n{body}");
+        let loaded = load_str("p.yaml", &text).unwrap();
+        let p = loaded.snapshot.traffic_policies.values().next().unwrap();
+        let ak = p.value.spec.api_key_auth.as_ref().expect("present");
+        assert!(ak.is_null, "{body:?}");
+    }
+    let text = "apiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {name: p}\nspec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: g}]\n";
+    let loaded = load_str("p.yaml", text).unwrap();
+    let p = loaded.snapshot.traffic_policies.values().next().unwrap();
+    assert!(p.value.spec.api_key_auth.is_none());
+}

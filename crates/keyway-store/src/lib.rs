@@ -6,7 +6,8 @@
 //! matching, weighted choice), so a newcomer can read the request path against it without
 //! knowing any Gateway API rule: those were all applied by the compiler.
 //!
-//! The one piece of mutable state is per-upstream load-balancing bookkeeping (atomics).
+//! The one piece of mutable state is load-balancing bookkeeping (atomics), which the data
+//! plane attaches from its own long-lived store when the config is swapped in.
 //!
 //! `Serialize` renders the config for `/config_dump`; API keys are never part of it (a
 //! policy shows only how many keys it holds).
@@ -19,7 +20,8 @@ pub mod upstream;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use http::HeaderName;
+use serde::{Serialize, Serializer};
 
 pub use auth::{ApiKeyPolicy, Auth, KeyDigest};
 pub use host::HostPattern;
@@ -27,7 +29,7 @@ pub use route::{
     Action, Forward, HeaderFilter, HeaderMatch, PathMatch, PathRewrite, QueryMatch, Redirect,
     Rewrite, Route, RouteMatch, ValueMatch,
 };
-pub use upstream::{Balance, Endpoint, Target, Upstream, WeightedBackend};
+pub use upstream::{Balance, Endpoint, EndpointState, Target, Upstream, WeightedBackend};
 
 /// Body of the 500 a route answers when its configuration could not be built (kgateway's
 /// wording, so clients and runbooks written for kgateway keep working).
@@ -45,6 +47,25 @@ impl Config {
     /// The listeners of one port, if it is served.
     pub fn port(&self, port: u16) -> Option<&Port> {
         self.ports.get(&port)
+    }
+
+    /// Every upstream some route may forward to, once per route that names it (the same
+    /// upstream shared by several routes comes up several times).
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.ports
+            .values()
+            .flat_map(|p| &p.listeners)
+            .flat_map(|l| &l.virtual_hosts)
+            .flat_map(|v| &v.routes)
+            .filter_map(|r| match &*r.action {
+                Action::Forward(f) => Some(f),
+                _ => None,
+            })
+            .flat_map(|f| &f.backends)
+            .filter_map(|b| match &b.target {
+                Target::Upstream(u) => Some(u),
+                Target::Invalid(_) => None,
+            })
     }
 }
 
@@ -76,6 +97,15 @@ pub struct Listener {
     pub hostname: HostPattern,
     /// Virtual hosts, most specific first.
     pub virtual_hosts: Vec<VirtualHost>,
+    /// Headers through which a policy on this listener's Gateway asserts identity
+    /// (`clientIdHeader`): removed from every request before authentication, so they
+    /// reach the upstream only as Keyway set them.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser_names")]
+    pub identity_headers: Vec<HeaderName>,
+}
+
+fn ser_names<S: Serializer>(n: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(n.iter().map(HeaderName::as_str))
 }
 
 impl Listener {

@@ -1,7 +1,13 @@
 //! Upstreams: where forwarded requests go, and the load-balancing bookkeeping.
+//!
+//! The bookkeeping (which endpoint is ejected until when, requests in flight, the
+//! round-robin cursor) is runtime state, not configuration: the compiler leaves it empty and
+//! the data plane attaches the state it already holds for the same endpoint or upstream when
+//! a config is swapped in ([`Endpoint::attach`], [`Upstream::attach`]), so a reload does not
+//! forget that an endpoint was refusing connections a moment ago.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::uri::Authority;
 use serde::{Serialize, Serializer};
@@ -60,14 +66,20 @@ pub struct Upstream {
     /// Balancing strategy.
     pub balance: Balance,
     #[serde(skip)]
-    next: AtomicUsize,
+    cursor: OnceLock<Arc<AtomicUsize>>,
 }
 
 /// One address requests can be sent to.
 #[derive(Debug)]
 pub struct Endpoint {
-    /// `host:port`, as used in the upstream request URI.
+    /// `host:port`: where connections go (the upstream pool's key).
     pub authority: Authority,
+    state: OnceLock<Arc<EndpointState>>,
+}
+
+/// What the data plane learns about an endpoint while serving; outlives any one config.
+#[derive(Debug, Default)]
+pub struct EndpointState {
     /// Milliseconds (on the data plane's clock) until which the endpoint is skipped after
     /// a failed connection.
     down_until_ms: AtomicU64,
@@ -82,29 +94,44 @@ impl Serialize for Endpoint {
 }
 
 impl Endpoint {
-    /// A healthy endpoint.
+    /// A healthy endpoint with no history.
     pub fn new(authority: Authority) -> Self {
         Endpoint {
             authority,
-            down_until_ms: AtomicU64::new(0),
-            active: AtomicUsize::new(0),
+            state: OnceLock::new(),
         }
+    }
+
+    /// Gives the endpoint the runtime state the data plane keeps for its address. Only the
+    /// first call takes effect (an endpoint shared by several routes is attached once).
+    pub fn attach(&self, state: Arc<EndpointState>) {
+        let _ = self.state.set(state);
+    }
+
+    fn state(&self) -> &EndpointState {
+        self.state.get_or_init(Arc::default)
     }
 
     /// Skips the endpoint until `until_ms` (after a connection failure).
     pub fn mark_down(&self, until_ms: u64) {
-        self.down_until_ms.store(until_ms, Ordering::Relaxed);
+        self.state().down_until_ms.store(until_ms, Ordering::Relaxed);
     }
 
     /// Whether the endpoint should be tried at `now_ms`.
     pub fn is_up(&self, now_ms: u64) -> bool {
-        self.down_until_ms.load(Ordering::Relaxed) <= now_ms
+        self.state().down_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// Requests in flight to this endpoint.
+    pub fn active(&self) -> usize {
+        self.state().active.load(Ordering::Relaxed)
     }
 
     /// Counts a request in flight until the guard drops.
     pub fn start_request(&self) -> ActiveGuard<'_> {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(&self.active)
+        let active = &self.state().active;
+        active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(active)
     }
 }
 
@@ -124,8 +151,14 @@ impl Upstream {
             name,
             endpoints,
             balance,
-            next: AtomicUsize::new(0),
+            cursor: OnceLock::new(),
         }
+    }
+
+    /// Gives the upstream the round-robin cursor the data plane keeps for its name. Only
+    /// the first call takes effect.
+    pub fn attach(&self, cursor: Arc<AtomicUsize>) {
+        let _ = self.cursor.set(cursor);
     }
 
     /// Picks an endpoint, skipping any in `exclude` (indexes already tried) and those
@@ -139,7 +172,7 @@ impl Upstream {
         if self.balance == Balance::LeastRequest && n > 1 {
             let a = random as usize % n;
             let b = (a + 1 + (random as usize >> 16) % (n - 1)) % n;
-            let load = |i: usize| self.endpoints[i].active.load(Ordering::Relaxed);
+            let load = |i: usize| self.endpoints[i].active();
             match (usable(a), usable(b)) {
                 (true, true) => return Some(if load(b) < load(a) { b } else { a }),
                 (true, false) => return Some(a),
@@ -149,7 +182,10 @@ impl Upstream {
         }
         // Round robin over the usable endpoints only, so skipping one does not hand its
         // turns to its neighbour.
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = self
+            .cursor
+            .get_or_init(Arc::default)
+            .fetch_add(1, Ordering::Relaxed);
         let usable_count = (0..n).filter(|&i| usable(i)).count();
         if usable_count > 0 {
             return (0..n).filter(|&i| usable(i)).nth(start % usable_count);
@@ -188,6 +224,22 @@ mod tests {
         u.endpoints[1].mark_down(100);
         assert!(u.pick(0, 0, &[]).is_some());
         assert_eq!(u.pick(0, 0, &[0, 1]), None);
+    }
+
+    #[test]
+    fn attached_state_is_shared_with_the_next_config() {
+        let old = upstream(2, Balance::RoundRobin);
+        let new = upstream(2, Balance::RoundRobin);
+        let state = Arc::new(EndpointState::default());
+        old.endpoints[0].attach(state.clone());
+        new.endpoints[0].attach(state);
+        old.endpoints[0].mark_down(100);
+        assert!(!new.endpoints[0].is_up(50));
+        let cursor = Arc::new(AtomicUsize::new(0));
+        old.attach(cursor.clone());
+        new.attach(cursor);
+        let first = old.pick(200, 0, &[]);
+        assert_ne!(new.pick(200, 0, &[]), first, "the cursor moved on");
     }
 
     #[test]

@@ -30,10 +30,9 @@ pub async fn spawn(
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "admin listening");
     tokio::spawn(async move {
+        let mut accepter = keyway_dataplane::listener::accept::Accepter::new("admin", None);
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
+            let (stream, _) = accepter.accept(&listener).await;
             let state = state.clone();
             let gateway = gateway.clone();
             tokio::spawn(async move {
@@ -62,11 +61,14 @@ fn answer(req: &Request<Incoming>, state: &State, gateway: &Gateway) -> Response
                 format!("not ready: {why}\n"),
             ),
         },
-        "/metrics" => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            state.metrics.encode(),
-        ),
+        "/metrics" => {
+            state.sync_log_drops();
+            reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                state.metrics.encode(),
+            )
+        }
         "/config_dump" => {
             let mut dump = state.summary();
             dump["config"] = serde_json::to_value(&*gateway.config()).unwrap_or_default();

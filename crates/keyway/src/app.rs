@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keyway_compile::{Compiled, Options as CompileOptions};
-use keyway_dataplane::server::ServerOptions;
-use keyway_dataplane::{Gateway, Metrics, Server, Settings};
+use keyway_dataplane::{Gateway, Metrics, Server, ServerOptions, Settings};
 use keyway_sources::files::{self, LoadError, Loaded};
 
 use crate::state::State;

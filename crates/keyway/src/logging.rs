@@ -1,5 +1,14 @@
 //! Logs through `tracing`: text or JSON, level from `RUST_LOG` (default `info`).
+//!
+//! Lines are written to stderr by a background thread from a bounded buffer. When the
+//! buffer is full (stderr is a pipe nobody reads, a terminal paused with Ctrl-S, a stalled
+//! log shipper) new lines are dropped and counted, never waited for: a request must not
+//! stall because its access-log line cannot be written. The count is exported as
+//! `keyway_log_lines_dropped_total`.
 
+use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::{ErrorCounter, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// Log line format.
@@ -12,16 +21,25 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Lines go to stderr from a background thread, so a
-/// request never waits on a `write` to a slow terminal or pipe; keep the returned guard
-/// alive until exit so the last lines are flushed.
-pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Lines the buffer holds before new ones are dropped; `KEYWAY_LOG_BUFFER_LINES` changes it.
+const BUFFER_LINES: usize = 64 * 1024;
+
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Installs the global subscriber; keep the returned guard alive until exit so the last
+/// lines are flushed.
+pub fn init(format: LogFormat) -> WorkerGuard {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let lines = std::env::var("KEYWAY_LOG_BUFFER_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BUFFER_LINES);
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(64 * 1024)
-        .lossy(false)
+        .buffered_lines_limit(lines)
+        .lossy(true)
         .finish(std::io::stderr());
+    let _ = DROPPED.set(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -31,4 +49,9 @@ pub fn init(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     guard
+}
+
+/// Log lines dropped so far because the writer could not keep up.
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use keyway::app::{self, App, AppOptions};
 use keyway::logging::{self, LogFormat};
-use keyway_dataplane::server::ServerOptions;
-use keyway_dataplane::Settings;
+use keyway_dataplane::listener::limits;
+use keyway_dataplane::{EscapedSlashes, ServerOptions, Settings};
 use keyway_store::upstream::Balance;
 use kube::CustomResourceExt;
 
@@ -65,19 +65,43 @@ struct RunArgs {
     /// Address of the admin port (/healthz, /readyz, /metrics, /config_dump, /status).
     #[arg(long, default_value = "127.0.0.1:19000")]
     admin_address: SocketAddr,
-    /// Time to wait for upstream response headers (a rule's `timeouts` overrides it).
+    /// Time to wait for upstream response headers once the whole request has been sent (a
+    /// rule's `timeouts` overrides it).
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     upstream_timeout: Duration,
+    /// Longest pause in a request body while it is sent upstream (then 408).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    body_idle_timeout: Duration,
+    /// Pooled upstream connections unused this long are closed.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    upstream_idle_timeout: Duration,
     /// Time to wait for an upstream connection.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
-    /// Time a client has to send request headers; also the idle limit of an HTTP/1.1
-    /// keep-alive connection between requests.
+    /// Time a client has to send request headers, from accept on; also the longest a
+    /// connection (HTTP/1.1 or HTTP/2) may stay open with no request in progress.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     header_read_timeout: Duration,
     /// Largest request head accepted (bigger gets 431).
     #[arg(long, default_value_t = 65536)]
     max_header_bytes: usize,
+    /// Most header fields in a request, HTTP/1.1 and HTTP/2 alike (more gets 431).
+    #[arg(long, default_value_t = 100)]
+    max_headers: usize,
+    /// Client connections open at once, over all listeners; more are closed on accept.
+    /// Default: what the open-file limit (raised to its hard limit at start) can carry,
+    /// half of it less a reserve, since each client connection may need an upstream one.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Encoded slashes and backslashes in request paths (`%2F`, `%5C`, `\`): `reject`
+    /// (400), `unescape` (decode to `/`, normalise, then route), or `keep` (forward as is:
+    /// unsafe with upstreams that decode them, such as nginx).
+    #[arg(long, value_enum, default_value_t = SlashAction::Reject)]
+    escaped_slashes: SlashAction,
+    /// Clients with their own `keyway_api_key_allowed_total` series; the others are
+    /// counted under `client="_other"`.
+    #[arg(long, default_value_t = 1000)]
+    metrics_max_clients: usize,
     /// Time in-flight requests get to finish on shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
@@ -96,6 +120,13 @@ struct RunArgs {
     /// Do not watch the config paths (reload on SIGHUP only).
     #[arg(long)]
     no_watch: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SlashAction {
+    Reject,
+    Unescape,
+    Keep,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -193,6 +224,15 @@ async fn run(args: RunArgs) -> ExitCode {
         Lb::RoundRobin => Balance::RoundRobin,
         Lb::LeastRequest => Balance::LeastRequest,
     };
+    let nofile = limits::raise_nofile_limit();
+    let max_connections = args
+        .max_connections
+        .unwrap_or_else(|| limits::default_max_connections(nofile));
+    tracing::info!(
+        open_file_limit = nofile,
+        max_connections,
+        "connection limits"
+    );
     let options = AppOptions {
         config: args.config.config.clone(),
         compile,
@@ -200,13 +240,23 @@ async fn run(args: RunArgs) -> ExitCode {
             bind: args.bind_address,
             header_read_timeout: args.header_read_timeout,
             max_header_bytes: args.max_header_bytes,
+            max_connections,
             drain_timeout: args.drain_timeout,
             ..Default::default()
         },
         settings: Settings {
             upstream_timeout: args.upstream_timeout,
             connect_timeout: args.connect_timeout,
+            body_idle_timeout: args.body_idle_timeout,
+            upstream_idle_timeout: args.upstream_idle_timeout,
             access_log: args.access_log,
+            max_headers: args.max_headers,
+            escaped_slashes: match args.escaped_slashes {
+                SlashAction::Reject => EscapedSlashes::Reject,
+                SlashAction::Unescape => EscapedSlashes::Unescape,
+                SlashAction::Keep => EscapedSlashes::Keep,
+            },
+            metrics_max_clients: args.metrics_max_clients,
             ..Default::default()
         },
         admin: Some(args.admin_address),

@@ -52,15 +52,29 @@ impl State {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         *self.applied_at.lock().expect("lock") = Some(SystemTime::now());
         self.last_attempt_failed.store(false, Ordering::SeqCst);
+        // What is applied now is what the files say: an older error no longer describes
+        // anything that is served.
+        *self.last_error.lock().expect("lock") = None;
         *self.warnings.lock().expect("lock") = warnings;
         self.report.store(Arc::new(report));
         self.metrics.config_generation.set(generation as i64);
         generation
     }
 
-    /// Records a reload that found the applied files unchanged.
+    /// Records a reload that found the applied files unchanged (after a failed attempt,
+    /// the files were put back as they were: the error is gone with them).
     pub fn unchanged(&self) {
         self.last_attempt_failed.store(false, Ordering::SeqCst);
+        *self.last_error.lock().expect("lock") = None;
+    }
+
+    /// Brings `keyway_log_lines_dropped_total` up to date with the log writer's count.
+    pub fn sync_log_drops(&self) {
+        let now = crate::logging::dropped_lines();
+        let counted = self.metrics.log_lines_dropped.get();
+        if now > counted {
+            self.metrics.log_lines_dropped.inc_by(now - counted);
+        }
     }
 
     /// Records a reload that failed; the previous config keeps serving.
@@ -95,7 +109,8 @@ impl State {
     }
 
     /// Summary for the admin port: `stale` is true while the newest reload attempt failed
-    /// and an older config is serving; `last_error` is the most recent failure.
+    /// and an older config is serving; `last_error` is the failure that made it stale (it
+    /// clears once a config applies).
     pub fn summary(&self) -> serde_json::Value {
         let applied_at = self
             .applied_at

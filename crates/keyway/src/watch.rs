@@ -13,8 +13,15 @@
 //! and again on the next change. Files whose content did not change are not applied again.
 //!
 //! Several files are not updated atomically by editing them one by one; to change many at
-//! once, swap a directory symlink (as Kubernetes does for ConfigMap volumes) or write one
-//! file.
+//! once, swap a directory symlink or write one file. Both swaps are followed:
+//!
+//! - kubelet's update of a Secret or ConfigMap volume writes a new `..<timestamp>/`
+//!   directory, points a `..data_tmp` symlink at it, renames that over `..data` and deletes
+//!   the old directory; the visible `name.yaml -> ..data/name.yaml` links never change.
+//!   Any event on a `..`-prefixed entry of a watched directory therefore counts as a change.
+//! - a `--config` directory that is itself a symlink swapped to another directory: the
+//!   directory holding the link is watched too, and a watch whose path now leads somewhere
+//!   else is set up again on the new target before reloading.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -35,7 +42,6 @@ const RETRY_AFTER: Duration = Duration::from_millis(250);
 
 /// Keeps the watcher alive; dropping it stops watching.
 pub struct WatchHandle {
-    _watcher: notify::RecommendedWatcher,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -56,22 +62,27 @@ pub fn spawn(app: Arc<App>, paths: &[PathBuf], debounce: Duration) -> notify::Re
         .iter()
         .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
         .collect();
-    let watched_dirs: HashSet<PathBuf> = absolute.iter().filter(|p| p.is_dir()).cloned().collect();
+    let config_dirs: HashSet<PathBuf> = absolute.iter().filter(|p| p.is_dir()).cloned().collect();
     let files: HashSet<PathBuf> = absolute.iter().filter(|p| !p.is_dir()).cloned().collect();
-    let mut dirs = watched_dirs.clone();
-    dirs.extend(
-        files
-            .iter()
-            .filter_map(|f| f.parent().map(Path::to_path_buf)),
-    );
-    let relevant = move |path: &Path| {
-        files.contains(path)
-            || (path.parent().is_some_and(|d| watched_dirs.contains(d)) && is_manifest(path))
+    // Directories watched for their entries: the config directories and the directories
+    // holding config files. Their parents are watched too, for the config path itself
+    // being replaced.
+    let mut dirs: HashSet<PathBuf> = config_dirs.clone();
+    dirs.extend(files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)));
+    let parents: HashSet<PathBuf> = config_dirs
+        .iter()
+        .filter_map(|d| d.parent().map(Path::to_path_buf))
+        .filter(|p| !dirs.contains(p))
+        .collect();
+    let relevance = Relevance {
+        files,
+        config_dirs: config_dirs.clone(),
+        dirs: dirs.clone(),
     };
 
     let writing: Writing = Arc::default();
     let in_callback = writing.clone();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let event = match res {
             Ok(e) => e,
             Err(e) => {
@@ -82,17 +93,21 @@ pub fn spawn(app: Arc<App>, paths: &[PathBuf], debounce: Duration) -> notify::Re
         // The kernel's queue overflowed: events were lost, so look again.
         let mut changed = event.need_rescan();
         let mut writing = in_callback.lock().expect("writing lock");
-        for path in event.paths.iter().filter(|p| relevant(p)) {
-            match event.kind {
-                EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_) => {
+        for path in &event.paths {
+            let Some(what) = relevance.of(path) else {
+                continue;
+            };
+            match (what, event.kind) {
+                (Entry::Manifest, EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_)) => {
                     writing.entry(path.clone()).or_insert_with(Instant::now);
                 }
-                EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
+                (Entry::Manifest, EventKind::Access(AccessKind::Close(AccessMode::Write))) => {
                     writing.remove(path);
                 }
-                EventKind::Access(_) => continue,
+                (_, EventKind::Access(_)) => continue,
                 _ => {
-                    // Renamed into place, removed, metadata: complete as it is.
+                    // Renamed into place, removed, metadata, a volume's `..data` swapped,
+                    // the config path replaced: complete as it is.
                     writing.remove(path);
                 }
             }
@@ -103,18 +118,92 @@ pub fn spawn(app: Arc<App>, paths: &[PathBuf], debounce: Duration) -> notify::Re
             let _ = tx.send(());
         }
     })?;
-    for d in &dirs {
-        watcher.watch(d, RecursiveMode::NonRecursive)?;
-        tracing::info!(dir = %d.display(), "watching for changes");
+    let mut watches = Watches {
+        watcher,
+        targets: HashMap::new(),
+    };
+    for d in dirs.iter().chain(&parents) {
+        watches.watch(d)?;
     }
     // Anything edited between the first load and now would otherwise wait for the next
     // change: look once (a no-op when nothing changed).
     let _ = tx_initial.send(());
-    let task = tokio::spawn(reload_loop(app, rx, debounce, writing));
-    Ok(WatchHandle {
-        _watcher: watcher,
-        task,
-    })
+    let task = tokio::spawn(reload_loop(app, rx, debounce, writing, watches, dirs));
+    Ok(WatchHandle { task })
+}
+
+/// What a changed path is to the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    /// A manifest file: read only once it is completely written.
+    Manifest,
+    /// A volume's `..data` link, a `..<timestamp>` directory, or the config path itself.
+    Structure,
+}
+
+struct Relevance {
+    files: HashSet<PathBuf>,
+    config_dirs: HashSet<PathBuf>,
+    dirs: HashSet<PathBuf>,
+}
+
+impl Relevance {
+    fn of(&self, path: &Path) -> Option<Entry> {
+        if self.files.contains(path) {
+            return Some(Entry::Manifest);
+        }
+        if self.config_dirs.contains(path) {
+            return Some(Entry::Structure);
+        }
+        let parent = path.parent()?;
+        if !self.dirs.contains(parent) {
+            return None;
+        }
+        let name = path.file_name()?.to_string_lossy();
+        if name.starts_with("..") {
+            Some(Entry::Structure)
+        } else if self.config_dirs.contains(parent) && is_manifest(path) {
+            Some(Entry::Manifest)
+        } else {
+            None
+        }
+    }
+}
+
+/// The watcher, and where each watched path led when it was watched.
+struct Watches {
+    watcher: notify::RecommendedWatcher,
+    targets: HashMap<PathBuf, Option<PathBuf>>,
+}
+
+impl Watches {
+    fn watch(&mut self, dir: &Path) -> notify::Result<()> {
+        self.watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        self.targets
+            .insert(dir.to_path_buf(), std::fs::canonicalize(dir).ok());
+        tracing::info!(dir = %dir.display(), "watching for changes");
+        Ok(())
+    }
+
+    /// Watches again every directory whose path now leads to another directory (a symlink
+    /// swapped): the old watch still follows the old directory.
+    fn refresh(&mut self, dirs: &HashSet<PathBuf>) {
+        for dir in dirs {
+            let now = std::fs::canonicalize(dir).ok();
+            if self.targets.get(dir) == Some(&now) {
+                continue;
+            }
+            let _ = self.watcher.unwatch(dir);
+            match self.watch(dir) {
+                Ok(()) => tracing::info!(dir = %dir.display(), "config directory replaced; watching the new one"),
+                Err(e) => {
+                    // Gone for now (mid-swap): try again on the next event.
+                    self.targets.insert(dir.clone(), None);
+                    tracing::debug!(dir = %dir.display(), error = %e, "cannot watch yet");
+                }
+            }
+        }
+    }
 }
 
 fn is_manifest(path: &Path) -> bool {
@@ -139,6 +228,8 @@ async fn reload_loop(
     mut rx: mpsc::UnboundedReceiver<()>,
     debounce: Duration,
     writing: Writing,
+    mut watches: Watches,
+    dirs: HashSet<PathBuf>,
 ) {
     let mut retry = false;
     loop {
@@ -165,6 +256,7 @@ async fn reload_loop(
                 Err(_) => break,
             }
         }
+        watches.refresh(&dirs);
         let was_retry = retry;
         retry = match app.reload_if_changed(false).await {
             Ok(generation) => {

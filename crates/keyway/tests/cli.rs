@@ -302,6 +302,7 @@ fn json_access_log_names_the_client() {
     assert_eq!(access[0]["client"], "alice");
     assert_eq!(access[0]["path"], "/a", "the query string is never logged");
     assert_eq!(access[0]["status"], 200);
-    assert_eq!(access[1]["denied"], "missing_api_key");
+    assert_eq!(access[1]["reason"], "missing_api_key");
+    assert_eq!(access[0]["reason"], "-");
     assert_eq!(access[1]["status"], 401);
 }

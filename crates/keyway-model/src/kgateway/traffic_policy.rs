@@ -32,8 +32,14 @@ pub struct TrafficPolicySpec {
     /// Objects in the policy's namespace, selected by label, this policy applies to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target_selectors: Vec<TargetSelector>,
-    /// API key authentication.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// API key authentication. Written but empty (`apiKeyAuth:` with nothing after it,
+    /// `apiKeyAuth: ~`) it is kept as [`ApiKeyAuth::is_null`], so the policy fails closed
+    /// instead of counting as a policy without authentication.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_even_if_null"
+    )]
     pub api_key_auth: Option<ApiKeyAuth>,
     /// Every other `TrafficPolicy` feature: accepted so kgateway manifests load, reported as
     /// not supported by Keyway.
@@ -101,6 +107,22 @@ pub struct ApiKeyAuth {
     /// Turn off API key auth inherited from a less specific attachment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable: Option<Disable>,
+    /// The field was present with a null value: set by the reader, never written.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub is_null: bool,
+}
+
+/// `apiKeyAuth: ~` is present, not absent: it becomes an [`ApiKeyAuth`] marked null.
+fn present_even_if_null<'de, D>(d: D) -> Result<Option<ApiKeyAuth>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value: Option<ApiKeyAuth> = Option::deserialize(d)?;
+    Ok(Some(value.unwrap_or(ApiKeyAuth {
+        is_null: true,
+        ..ApiKeyAuth::default()
+    })))
 }
 
 /// One place a key may be presented. Each set field is a source of its own.

@@ -12,7 +12,7 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use keyway::app::{App, AppOptions};
-use keyway_dataplane::server::ServerOptions;
+use keyway_dataplane::ServerOptions;
 use keyway_dataplane::Settings;
 use tokio::net::TcpStream;
 

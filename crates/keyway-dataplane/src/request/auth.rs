@@ -11,8 +11,8 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
-use keyway_store::route::percent_decode;
 use keyway_store::ApiKeyPolicy;
+use percent_encoding::percent_decode_str;
 
 /// Why a request was refused. Shown in metrics and the access log, never to the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub fn authenticate<'p>(
 ) -> Result<&'p Arc<str>, Denied> {
     let client = {
         let key = find_key(policy, parts)?;
-        policy.client_for(key.as_bytes()).ok_or(Denied::Unknown)?
+        policy.client_for(&key).ok_or(Denied::Unknown)?
     };
     if let Some(h) = &policy.client_id_header {
         // `insert` replaces every value the client sent under this name; should the id not
@@ -66,14 +66,15 @@ pub fn authenticate<'p>(
 }
 
 /// Finds the presented key, per SPEC 4.1: header sources, then query sources, then cookie
-/// sources, each in list order; the first source present decides.
-fn find_key<'a>(policy: &ApiKeyPolicy, parts: &'a Parts) -> Result<Cow<'a, str>, Denied> {
+/// sources, each in list order; the first source present decides. The key is compared as
+/// bytes: nothing is lost or replaced in decoding, so one key has one spelling.
+fn find_key<'a>(policy: &ApiKeyPolicy, parts: &'a Parts) -> Result<Cow<'a, [u8]>, Denied> {
     for name in &policy.headers {
-        let values = parts.headers.get_all(name).iter().map(|v| {
-            v.to_str()
-                .map(|s| Cow::Borrowed(strip_bearer(s)))
-                .map_err(|_| Denied::Unknown)
-        });
+        let values = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| Cow::Borrowed(strip_bearer(v.as_bytes())));
         if let Some(key) = one_value(values)? {
             return Ok(key);
         }
@@ -81,8 +82,8 @@ fn find_key<'a>(policy: &ApiKeyPolicy, parts: &'a Parts) -> Result<Cow<'a, str>,
     if let Some(query) = parts.uri.query() {
         for name in &policy.queries {
             let values = query_pairs(query)
-                .filter(|(k, _)| percent_decode(k) == name.as_str())
-                .map(|(_, v)| Ok(percent_decode(v)));
+                .filter(|(k, _)| percent_decode_str(k).eq(name.bytes()))
+                .map(|(_, v)| Cow::from(percent_decode_str(v)));
             if let Some(key) = one_value(values)? {
                 return Ok(key);
             }
@@ -91,12 +92,7 @@ fn find_key<'a>(policy: &ApiKeyPolicy, parts: &'a Parts) -> Result<Cow<'a, str>,
     for name in &policy.cookies {
         let values = cookies(parts)
             .filter(|(k, _)| *k == name.as_bytes())
-            .map(|(_, v)| {
-                // A cookie value that is not UTF-8 cannot be a key Keyway holds.
-                std::str::from_utf8(v)
-                    .map(|s| Cow::Borrowed(s.trim_matches('"')))
-                    .map_err(|_| Denied::Unknown)
-            });
+            .map(|(_, v)| Cow::Borrowed(trim_quotes(v)));
         if let Some(key) = one_value(values)? {
             return Ok(key);
         }
@@ -107,11 +103,10 @@ fn find_key<'a>(policy: &ApiKeyPolicy, parts: &'a Parts) -> Result<Cow<'a, str>,
 /// The one non-empty value a source carries: `None` if it carries none, an error if it
 /// carries two different ones (never resolved by "first wins").
 fn one_value<'a>(
-    values: impl Iterator<Item = Result<Cow<'a, str>, Denied>>,
-) -> Result<Option<Cow<'a, str>>, Denied> {
-    let mut found: Option<Cow<'a, str>> = None;
+    values: impl Iterator<Item = Cow<'a, [u8]>>,
+) -> Result<Option<Cow<'a, [u8]>>, Denied> {
+    let mut found: Option<Cow<'a, [u8]>> = None;
     for v in values {
-        let v = v?;
         if v.is_empty() {
             continue;
         }
@@ -125,10 +120,18 @@ fn one_value<'a>(
 }
 
 /// Removes a leading `Bearer ` auth scheme, matched case-insensitively (RFC 9110 §11.1).
-fn strip_bearer(v: &str) -> &str {
-    let v = v.trim();
+fn strip_bearer(v: &[u8]) -> &[u8] {
+    let v = v.trim_ascii();
     match v.get(..7) {
-        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => v[7..].trim_start(),
+        Some(scheme) if scheme.eq_ignore_ascii_case(b"bearer ") => v[7..].trim_ascii_start(),
+        _ => v,
+    }
+}
+
+/// A cookie value may be quoted (RFC 6265 §4.1.1).
+fn trim_quotes(v: &[u8]) -> &[u8] {
+    match v {
+        [b'"', inner @ .., b'"'] => inner,
         _ => v,
     }
 }
@@ -166,7 +169,7 @@ fn strip(policy: &ApiKeyPolicy, parts: &mut Parts) -> bool {
                 policy
                     .queries
                     .iter()
-                    .any(|q| percent_decode(name) == q.as_str())
+                    .any(|q| percent_decode_str(name).eq(q.bytes()))
             };
             if query.split('&').any(drop) {
                 let kept: Vec<&str> = query.split('&').filter(|p| !drop(p)).collect();
@@ -336,6 +339,34 @@ mod tests {
             http::HeaderValue::from_bytes("auth=k-456; n=\u{e9}".as_bytes()).unwrap(),
         );
         assert_eq!(authenticate(&p, &mut r), Err(Denied::Ambiguous));
+    }
+
+    #[test]
+    fn keys_are_compared_as_bytes_not_as_lossy_text() {
+        let mut credentials = Credentials::default();
+        credentials.insert(digest("k\u{FFFD}".as_bytes()), Arc::from("client1"));
+        let p = ApiKeyPolicy {
+            credentials,
+            ..policy(&["api-key"], &["k"], &["c"], false)
+        };
+        // `%FF` is not U+FFFD: a lossy decoder would have accepted it.
+        assert_eq!(
+            authenticate(&p, &mut parts("/?k=k%FF", &[])),
+            Err(Denied::Unknown)
+        );
+        assert!(authenticate(&p, &mut parts("/?k=k%EF%BF%BD", &[])).is_ok());
+    }
+
+    #[test]
+    fn quoted_cookie_values_and_bearer_on_bytes() {
+        let p = policy(&["api-key"], &[], &["c"], false);
+        assert!(authenticate(&p, &mut parts("/", &[("cookie", "c=\"k-123\"")])).is_ok());
+        let mut r = parts("/", &[]);
+        r.headers.insert(
+            "api-key",
+            http::HeaderValue::from_bytes(b"Bearer k-123\xff").unwrap(),
+        );
+        assert_eq!(authenticate(&p, &mut r), Err(Denied::Unknown));
     }
 
     #[test]

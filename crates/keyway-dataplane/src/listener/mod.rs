@@ -4,22 +4,36 @@
 //! no longer does; a closed port stops accepting and drains its connections. Connections
 //! speak HTTP/1.1, or HTTP/2 when the client opens with the HTTP/2 preface (prior
 //! knowledge), on the same port.
+//!
+//! - [`accept`]: accepting with backoff and bounded logging when descriptors run out;
+//! - [`conn`]: one connection, with the watchdog that closes idle and stuck ones;
+//! - [`limits`]: the open-file limit and the default `--max-connections`.
+//!
+//! Client connections are capped across all ports ([`ServerOptions::max_connections`]):
+//! above the cap a new connection is closed as soon as it is accepted, so the process
+//! keeps the descriptors it needs for upstreams and its admin port.
+
+pub mod accept;
+pub(crate) mod conn;
+pub mod limits;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
-use crate::proxy::{ConnInfo, Gateway};
+use crate::request::{ConnInfo, Gateway};
+use accept::{Accepter, RateLimited};
+use conn::{Activity, Tracked};
 
 /// How listeners are opened and connections handled.
 #[derive(Clone, Debug)]
@@ -32,9 +46,11 @@ pub struct ServerOptions {
     /// Bind every listener to a free port chosen by the OS (tests); see
     /// [`Server::local_addr`] for where each one went.
     pub ephemeral_ports: bool,
-    /// Time a client has to send a request's headers, and the longest an HTTP/1.1
-    /// keep-alive connection may sit idle between requests.
+    /// Time a client has to send a request's headers, and the longest a connection (HTTP/1.1
+    /// or HTTP/2) may sit with no request in progress, from accept on.
     pub header_read_timeout: Duration,
+    /// Client connections open at once, over all ports; more are closed on accept.
+    pub max_connections: usize,
     /// Largest request head accepted; bigger ones get 431.
     pub max_header_bytes: usize,
     /// Time in-flight requests get to finish when a port closes or the process stops.
@@ -50,6 +66,7 @@ impl Default for ServerOptions {
             port_map: BTreeMap::new(),
             ephemeral_ports: false,
             header_read_timeout: Duration::from_secs(30),
+            max_connections: 4096,
             max_header_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(10),
             http2_keepalive: Duration::from_secs(60),
@@ -88,19 +105,54 @@ struct PortTask {
 pub struct Server {
     gateway: Arc<Gateway>,
     options: ServerOptions,
+    builder: Arc<auto::Builder<TokioExecutor>>,
     ports: Mutex<HashMap<u16, PortTask>>,
     bind_errors: Mutex<Vec<BindError>>,
+    /// Client connections open over all ports.
+    open: Arc<AtomicUsize>,
+    refused_log: Mutex<RateLimited>,
+}
+
+/// Keeps a connection counted as open until it closes.
+struct OpenGuard(Arc<AtomicUsize>, prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.dec();
+    }
 }
 
 impl Server {
     /// A server with no port open yet; call [`Server::reconcile`].
     pub fn new(gateway: Arc<Gateway>, options: ServerOptions) -> Arc<Self> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(options.header_read_timeout)
+            .max_buf_size(options.max_header_bytes.max(8192))
+            .max_headers(gateway.settings().max_headers)
+            .writev(false);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(options.http2_keepalive)
+            .max_header_list_size(options.max_header_bytes as u32);
         Arc::new(Server {
             gateway,
             options,
+            builder: Arc::new(builder),
             ports: Mutex::new(HashMap::new()),
             bind_errors: Mutex::new(Vec::new()),
+            open: Arc::new(AtomicUsize::new(0)),
+            refused_log: Mutex::new(RateLimited::new(Duration::from_secs(1))),
         })
+    }
+
+    /// Client connections open right now, over all ports.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
     }
 
     /// The request path this server feeds.
@@ -207,71 +259,86 @@ impl Server {
         listener: TcpListener,
         mut stop: watch::Receiver<bool>,
     ) {
-        let graceful = GracefulShutdown::new();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.options.header_read_timeout)
-            .max_buf_size(self.options.max_header_bytes.max(8192))
-            .writev(false);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(self.options.http2_keepalive)
-            .max_header_list_size(self.options.max_header_bytes as u32);
+        let mut accepter = Accepter::new(
+            format!("port {port}"),
+            Some(self.gateway.metrics.accept_errors.clone()),
+        );
+        let mut connections = JoinSet::new();
         loop {
             let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(port, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                accepted = accepter.accept(&listener) => accepted,
+                // Reap finished connections as they go, so the set stays small.
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
                 _ = stop.changed() => break,
             };
-            self.serve(&builder, &graceful, port, stream, peer);
+            if let Some(guard) = self.admit() {
+                self.serve(&mut connections, port, stream, peer, stop.clone(), guard);
+            }
         }
         drop(listener);
-        let in_flight = graceful.count();
-        if in_flight > 0 {
-            tracing::info!(port, connections = in_flight, "draining connections");
+        if !connections.is_empty() {
+            tracing::info!(port, connections = connections.len(), "draining connections");
         }
-        if tokio::time::timeout(self.options.drain_timeout, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        let drained = tokio::time::timeout(self.options.drain_timeout, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
             tracing::warn!(port, "drain timeout reached; closing remaining connections");
+            connections.shutdown().await;
         }
+    }
+
+    /// Counts a new connection in, or refuses it (closing it at once) when
+    /// `max_connections` are open.
+    fn admit(&self) -> Option<OpenGuard> {
+        let open = self.open.fetch_add(1, Ordering::AcqRel);
+        let gauge = self.gateway.metrics.connections_open.clone();
+        gauge.inc();
+        let guard = OpenGuard(self.open.clone(), gauge);
+        if open < self.options.max_connections {
+            return Some(guard);
+        }
+        self.gateway.metrics.connections_refused.inc();
+        if let Some(held_back) = self.refused_log.lock().expect("log lock").allow() {
+            tracing::warn!(
+                max_connections = self.options.max_connections,
+                not_logged = held_back,
+                "connection refused: --max-connections are open"
+            );
+        }
+        None
     }
 
     fn serve(
         &self,
-        builder: &auto::Builder<TokioExecutor>,
-        graceful: &GracefulShutdown,
+        connections: &mut JoinSet<()>,
         port: u16,
         stream: TcpStream,
         peer: SocketAddr,
+        stop: watch::Receiver<bool>,
+        guard: OpenGuard,
     ) {
         let _ = stream.set_nodelay(true);
         let gateway = self.gateway.clone();
         let info = Arc::new(ConnInfo::new(port, peer));
+        let activity = Activity::new();
+        let in_service = activity.clone();
         let service = service_fn(move |req| {
+            let in_flight = in_service.begin();
             let gateway = gateway.clone();
             let info = info.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(info, req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            async move {
+                let resp = gateway.handle(info, req).await;
+                Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
             }
+        });
+        let builder = self.builder.clone();
+        let idle_limit = self.options.header_read_timeout;
+        connections.spawn(async move {
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            conn::drive(conn, activity, idle_limit, stop).await;
+            drop(guard);
         });
     }
 }

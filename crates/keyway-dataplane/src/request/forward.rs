@@ -1,0 +1,153 @@
+//! Phase 6, forwarding, in its own steps: pick the backend, pick the endpoint, build the
+//! upstream request, send it, filter the response.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::request::Parts;
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use keyway_store::{Endpoint, Forward, Listener, Route, Target, Upstream, WeightedBackend};
+
+use super::{redirect, ConnInfo, Gateway, Outcome, ProxyError};
+use crate::body::{Body, BodyProgress};
+use crate::headers;
+use crate::metrics::{now_ms, UpstreamLabels};
+use crate::upstream::{Timeouts, UpstreamError};
+
+impl Gateway {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn forward(
+        &self,
+        f: &Forward,
+        route: &Route,
+        listener: &Listener,
+        parts: &mut Parts,
+        body: Incoming,
+        conn: &ConnInfo,
+        outcome: &mut Outcome,
+    ) -> Result<Response<Body>, ProxyError> {
+        // a. Backend: a weighted choice among the rule's backendRefs.
+        let backend = f.pick(fastrand::u32(..));
+        if let Some(r) = &backend.redirect {
+            let host = super::route::request_host(parts);
+            return Ok(redirect::response(r, route, listener, host, parts));
+        }
+        let upstream = match &backend.target {
+            Target::Upstream(u) => u,
+            Target::Invalid(_) => return Err(ProxyError::InvalidBackend),
+        };
+        outcome.upstream = Some(upstream.name.clone());
+
+        // b. Endpoint.
+        let endpoint = pick_endpoint(upstream)?;
+
+        // c. The request as the upstream gets it.
+        let (req, progress) = upstream_request(f, backend, route, parts, body, conn)?;
+
+        // d. Send.
+        let _active = endpoint.start_request();
+        let sent = Instant::now();
+        let timeouts = Timeouts {
+            response: route.timeout.unwrap_or(self.settings.upstream_timeout),
+            body_idle: self.settings.body_idle_timeout,
+        };
+        let resp = self
+            .client
+            .send(&endpoint.authority, req, progress, timeouts)
+            .await
+            .map_err(|e| match e {
+                UpstreamError::Connect => {
+                    endpoint.mark_down(now_ms() + self.settings.eject_for.as_millis() as u64);
+                    ProxyError::UpstreamConnect
+                }
+                UpstreamError::Timeout => ProxyError::UpstreamTimeout,
+                UpstreamError::Protocol => ProxyError::UpstreamReset,
+                UpstreamError::BodyTimeout => ProxyError::RequestBodyTimeout,
+            })?;
+        self.metrics
+            .upstream_latency
+            .get_or_create(&UpstreamLabels {
+                upstream: upstream.name.clone(),
+            })
+            .observe(sent.elapsed().as_secs_f64());
+
+        // e. Filter the response.
+        Ok(filter_response(resp, f, backend))
+    }
+}
+
+fn pick_endpoint(upstream: &Upstream) -> Result<&Endpoint, ProxyError> {
+    let index = upstream
+        .pick(now_ms(), fastrand::u32(..), &[])
+        .ok_or(ProxyError::NoHealthyUpstream)?;
+    Ok(&upstream.endpoints[index])
+}
+
+/// The upstream request: the client's `Host` (HTTP/2's `:authority`, already copied there),
+/// forwarding headers, only framing Keyway produces itself, the route's filters and
+/// rewrites, and an origin-form target (RFC 9112 §3.2.1), never absolute-form.
+fn upstream_request(
+    f: &Forward,
+    backend: &WeightedBackend,
+    route: &Route,
+    parts: &mut Parts,
+    body: Incoming,
+    conn: &ConnInfo,
+) -> Result<(Request<Body>, Option<Arc<BodyProgress>>), ProxyError> {
+    headers::set_forwarded(&mut parts.headers, &conn.peer_ip);
+    headers::prepare_for_upstream(&mut parts.headers);
+    if !f.request_headers.is_empty() {
+        f.request_headers.apply(&mut parts.headers);
+    }
+    if !backend.request_headers.is_empty() {
+        backend.request_headers.apply(&mut parts.headers);
+    }
+    let mut path_and_query = parts.uri.path_and_query().cloned();
+    if let Some(rw) = backend.rewrite.as_ref().or(f.rewrite.as_ref()) {
+        if let Some(h) = &rw.hostname {
+            if let Ok(v) = http::HeaderValue::from_str(h) {
+                parts.headers.insert(http::header::HOST, v);
+            }
+        }
+        if let Some(p) = &rw.path {
+            let new_path = p.apply(parts.uri.path(), &route.matcher.path);
+            let pq = match parts.uri.query() {
+                Some(q) => format!("{new_path}?{q}"),
+                None => new_path,
+            };
+            path_and_query = Some(
+                PathAndQuery::try_from(pq)
+                    .map_err(|_| ProxyError::BadRequest("bad request path"))?,
+            );
+        }
+    }
+    let target = Uri::from(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
+
+    use http_body::Body as _;
+    let (body, progress) = if body.is_end_stream() {
+        (Body::Stream(body), None)
+    } else {
+        let progress = Arc::new(BodyProgress::default());
+        (Body::Request(body, progress.clone()), Some(progress))
+    };
+    let mut out = Request::new(body);
+    *out.method_mut() = parts.method.clone();
+    *out.uri_mut() = target;
+    *out.version_mut() = Version::HTTP_11;
+    *out.headers_mut() = std::mem::take(&mut parts.headers);
+    Ok((out, progress))
+}
+
+fn filter_response(resp: Response<Body>, f: &Forward, backend: &WeightedBackend) -> Response<Body> {
+    let (mut rp, rb) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut rp.headers);
+    if !f.response_headers.is_empty() {
+        f.response_headers.apply(&mut rp.headers);
+    }
+    if !backend.response_headers.is_empty() {
+        backend.response_headers.apply(&mut rp.headers);
+    }
+    Response::from_parts(rp, rb)
+}

@@ -1,0 +1,372 @@
+//! The request path, as named phases. [`Gateway::handle`] runs them in order:
+//!
+//! 1. [`normalize`]: one host, one path (header count, `Host`, dot segments, escaped slashes);
+//! 2. strip connection-level headers ([`crate::headers::strip_hop_by_hop`]);
+//! 3. [`route`]: listener by host, then the first matching route;
+//! 4. method check (`CONNECT` only where a route asks for it);
+//! 5. [`auth`]: identity headers removed, then the route's API key check;
+//! 6. act: a direct answer, a redirect ([`redirect`]), or [`forward`] to an upstream.
+//!
+//! A phase that ends the request returns a [`ProxyError`]; `handle` turns it into the
+//! response and the access-log reason in one place, then records metrics and the log line.
+
+pub mod auth;
+pub mod error;
+mod forward;
+pub mod normalize;
+pub mod path;
+mod redirect;
+pub mod route;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::request::Parts;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use keyway_store::{Action, Auth, Config};
+
+use crate::body::Body;
+use crate::headers::{self, X_REQUEST_ID};
+use crate::metrics::{AllowedLabels, DeniedLabels, Metrics, RequestLabels};
+use crate::upstream::endpoints::Registry;
+use crate::upstream::{PoolOptions, UpstreamClient};
+pub use error::{ProxyError, UNAUTHORIZED_BODY};
+pub use path::EscapedSlashes;
+use route::Routed;
+
+/// Data-plane settings that are not part of the manifests.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Time to wait for upstream response headers once the request has been sent, unless a
+    /// rule sets its own.
+    pub upstream_timeout: Duration,
+    /// Time to wait for an upstream TCP connection.
+    pub connect_timeout: Duration,
+    /// Longest pause in a request body being sent upstream (then 408).
+    pub body_idle_timeout: Duration,
+    /// Pooled upstream connections unused this long are closed.
+    pub upstream_idle_timeout: Duration,
+    /// How long an endpoint that refused a connection is skipped.
+    pub eject_for: Duration,
+    /// Write one access-log line per request (target `keyway::access`).
+    pub access_log: bool,
+    /// Most header fields a request may carry, HTTP/1.1 and HTTP/2 alike (more: 431).
+    pub max_headers: usize,
+    /// What to do with encoded slashes and backslashes in paths.
+    pub escaped_slashes: EscapedSlashes,
+    /// Clients with a metric series of their own; the others are counted as `_other`.
+    pub metrics_max_clients: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            upstream_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            body_idle_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(90),
+            eject_for: Duration::from_secs(5),
+            access_log: true,
+            max_headers: 100,
+            escaped_slashes: EscapedSlashes::Reject,
+            metrics_max_clients: 1000,
+        }
+    }
+}
+
+/// Shared state of the request path: the current config, metrics, the upstream client.
+pub struct Gateway {
+    config: ArcSwap<Config>,
+    /// Metrics every request updates.
+    pub metrics: Arc<Metrics>,
+    client: UpstreamClient,
+    endpoints: Registry,
+    settings: Settings,
+}
+
+/// What every request on one connection shares, computed once when it is accepted.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The Gateway listener port the connection arrived on.
+    pub port: u16,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The client's IP as a header value, for `x-forwarded-for`.
+    pub peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    /// Describes a connection accepted on listener `port` from `peer`.
+    pub fn new(port: u16, peer: SocketAddr) -> Self {
+        let ip = match peer.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        ConnInfo {
+            port,
+            peer,
+            peer_ip: HeaderValue::from_str(&ip.to_string())
+                .expect("an IP address is a valid header value"),
+        }
+    }
+}
+
+fn empty() -> Arc<str> {
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::from("")).clone()
+}
+
+/// What the access log and the metrics say about a request beyond its status.
+#[derive(Default)]
+struct Outcome {
+    gateway: Option<Arc<str>>,
+    route: Option<Arc<str>>,
+    /// The policy that decided (or failed to build), for the auth metrics.
+    policy: Option<Arc<str>>,
+    client: Option<Arc<str>>,
+    reason: Option<&'static str>,
+    upstream: Option<Arc<str>>,
+}
+
+impl Gateway {
+    /// A gateway serving `config`.
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, settings: Settings) -> Arc<Self> {
+        let gateway = Arc::new(Gateway {
+            config: ArcSwap::from_pointee(Config::default()),
+            metrics,
+            client: UpstreamClient::new(PoolOptions {
+                connect_timeout: settings.connect_timeout,
+                idle_timeout: settings.upstream_idle_timeout,
+                ..PoolOptions::default()
+            }),
+            endpoints: Registry::default(),
+            settings,
+        });
+        gateway.swap(config);
+        gateway
+    }
+
+    /// Replaces the config for every request that starts from now on. Endpoints keep the
+    /// state the data plane holds for them (ejection, load); pooled connections to
+    /// endpoints that left are closed.
+    pub fn swap(&self, config: Arc<Config>) {
+        let addresses = self.endpoints.attach(&config);
+        self.config.store(config);
+        self.client.retain(&addresses);
+    }
+
+    /// The config new requests get.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The request-path settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The upstream connection pool.
+    pub fn upstream_client(&self) -> &UpstreamClient {
+        &self.client
+    }
+
+    /// Serves one request that arrived on connection `conn`: the whole request path, from
+    /// normalising the request to the access-log line.
+    pub async fn handle(
+        self: Arc<Self>,
+        conn: Arc<ConnInfo>,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
+        let start = Instant::now();
+        let config = self.config.load_full();
+        let (mut parts, body) = req.into_parts();
+        let request_id = match parts.headers.get(&X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = headers::request_id();
+                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+                id
+            }
+        };
+        let mut outcome = Outcome::default();
+        let response = match self
+            .serve(&config, &conn, &mut parts, body, &mut outcome)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                outcome.reason = Some(e.reason());
+                self.count_auth_failure(e, &outcome);
+                e.into_response()
+            }
+        };
+        self.record(&parts, &conn, &request_id, &outcome, &response, start);
+        response
+    }
+
+    async fn serve(
+        &self,
+        config: &Config,
+        conn: &ConnInfo,
+        parts: &mut Parts,
+        body: Incoming,
+        outcome: &mut Outcome,
+    ) -> Result<Response<Body>, ProxyError> {
+        // 1. One host, one path.
+        normalize::request(
+            parts,
+            self.settings.max_headers,
+            self.settings.escaped_slashes,
+        )?;
+        // 2. Connection-level headers go first, so a client cannot use `Connection:
+        // <name>` to drop a header the gateway sets below (the client id, `Host`).
+        headers::strip_hop_by_hop(&mut parts.headers);
+
+        // 3. Route.
+        let (listener, route) =
+            match route::route(config, conn.port, route::request_host(parts), parts) {
+                Routed::Route(l, r) => (l, r),
+                Routed::NoRoute(l) => {
+                    outcome.gateway = Some(l.gateway.clone());
+                    return Err(ProxyError::NoRoute);
+                }
+                Routed::NoListener => return Err(ProxyError::NoListener),
+            };
+        outcome.gateway = Some(listener.gateway.clone());
+        outcome.route = Some(route.route.clone());
+
+        // 4. CONNECT opens a tunnel; only a route that names the method asked for one.
+        if parts.method == Method::CONNECT && route.matcher.method.as_ref() != Some(&Method::CONNECT)
+        {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+
+        // 5. Authenticate. A header through which a policy on this Gateway asserts
+        // identity never reaches the upstream as the client sent it.
+        for h in &listener.identity_headers {
+            parts.headers.remove(h);
+        }
+        match &route.auth {
+            Auth::None => {}
+            Auth::Invalid { policy } => {
+                outcome.policy = Some(policy.clone());
+                return Err(ProxyError::InvalidPolicy);
+            }
+            Auth::ApiKey { policy } => {
+                outcome.policy = Some(policy.name.clone());
+                let client =
+                    auth::authenticate(policy, parts).map_err(ProxyError::Unauthorized)?;
+                self.count_allowed(&policy.name, client);
+                outcome.client = Some(client.clone());
+            }
+        }
+
+        // 6. Act.
+        match &*route.action {
+            Action::Direct { status, body } => Ok(error::text(*status, body.clone())),
+            Action::Redirect(r) => Ok(redirect::response(
+                r,
+                route,
+                listener,
+                route::request_host(parts),
+                parts,
+            )),
+            Action::Forward(f) => {
+                self.forward(f, route, listener, parts, body, conn, outcome)
+                    .await
+            }
+        }
+    }
+
+    /// Counts an allowed request under its client, or under `_other` once
+    /// `metrics_max_clients` clients have a series (a million clients must not mean a
+    /// million series).
+    fn count_allowed(&self, policy: &Arc<str>, client: &Arc<str>) {
+        let family = &self.metrics.api_key_allowed;
+        let labels = AllowedLabels {
+            policy: policy.clone(),
+            client: client.clone(),
+        };
+        if let Some(c) = family.get(&labels) {
+            c.inc();
+            return;
+        }
+        let labels = if self
+            .metrics
+            .claim_client_series(self.settings.metrics_max_clients)
+        {
+            labels
+        } else {
+            AllowedLabels {
+                policy: policy.clone(),
+                client: crate::metrics::other_client(),
+            }
+        };
+        family.get_or_create(&labels).inc();
+    }
+
+    fn count_auth_failure(&self, e: ProxyError, outcome: &Outcome) {
+        let reason = match e {
+            ProxyError::Unauthorized(d) => d.as_str(),
+            ProxyError::InvalidPolicy => "invalid_policy",
+            _ => return,
+        };
+        if let Some(policy) = &outcome.policy {
+            self.metrics
+                .api_key_denied
+                .get_or_create(&DeniedLabels {
+                    policy: policy.clone(),
+                    reason,
+                })
+                .inc();
+        }
+    }
+
+    fn record(
+        &self,
+        parts: &Parts,
+        conn: &ConnInfo,
+        request_id: &HeaderValue,
+        outcome: &Outcome,
+        response: &Response<Body>,
+        start: Instant,
+    ) {
+        let status = response.status();
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                gateway: outcome.gateway.clone().unwrap_or_else(empty),
+                route: outcome.route.clone().unwrap_or_else(empty),
+                code: status.as_u16(),
+            })
+            .inc();
+        if self.settings.access_log {
+            tracing::info!(
+                target: "keyway::access",
+                method = %parts.method,
+                path = %parts.uri.path(),
+                status = status.as_u16(),
+                duration_ms = start.elapsed().as_secs_f64() * 1000.0,
+                gateway = outcome.gateway.as_deref().unwrap_or("-"),
+                route = outcome.route.as_deref().unwrap_or("-"),
+                client = outcome.client.as_deref().unwrap_or("-"),
+                reason = outcome.reason.unwrap_or("-"),
+                upstream = outcome.upstream.as_deref().unwrap_or("-"),
+                request_id = request_id.to_str().unwrap_or("-"),
+                peer = %conn.peer,
+            );
+        }
+    }
+}
+
+/// A fixed `text/plain` body for direct responses built elsewhere in the data plane.
+pub fn text(status: http::StatusCode, body: &'static str) -> Response<Body> {
+    error::text(status, Bytes::from_static(body.as_bytes()))
+}

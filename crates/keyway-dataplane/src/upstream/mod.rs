@@ -1,0 +1,363 @@
+//! The upstream client: HTTP/1.1 keep-alive connections per endpoint, pooled.
+//!
+//! A connection is taken from the endpoint's idle list (or dialled), carries one request,
+//! and goes back to the list as soon as its response body has been read to the end, so the
+//! next request reuses it. A response body dropped half-read takes its connection with it
+//! (the connection closes). A request that could not be written because the pooled
+//! connection had been closed by the upstream meanwhile is sent again on another one;
+//! nothing that was sent is ever retried.
+//!
+//! Idle connections are closed after [`PoolOptions::idle_timeout`], and those of endpoints
+//! that left the config as soon as a new config is applied ([`UpstreamClient::retain`]).
+//!
+//! Timeouts follow Envoy's route timeout: the response timeout runs from the moment the
+//! whole request has been sent, so a long upload is not cut off while the upstream is still
+//! reading it; a request body that stalls is bounded by its own idle timeout instead.
+//!
+//! This is leaner than a general-purpose client: no pool task per checkout, no per-request
+//! URI or key cloning beyond the endpoint's authority, one lock per request and one per
+//! return.
+
+pub mod endpoints;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::body::{Body, BodyProgress};
+
+/// Why an upstream request failed; each maps to one status.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Could not connect (503).
+    Connect,
+    /// No response headers in time (504).
+    Timeout,
+    /// The connection failed after it was made (502).
+    Protocol,
+    /// The client stopped sending the request body (408).
+    BodyTimeout,
+}
+
+/// How long a request waits for a pooled connection that is still finishing its previous
+/// exchange before dialling a new one.
+const REUSE_WAIT: Duration = Duration::from_millis(20);
+
+/// How the pool dials and keeps connections.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolOptions {
+    /// Give up connecting after this long.
+    pub connect_timeout: Duration,
+    /// Close a connection that sat unused in the pool this long.
+    pub idle_timeout: Duration,
+    /// Keep at most this many idle connections per endpoint.
+    pub max_idle_per_endpoint: usize,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(90),
+            max_idle_per_endpoint: 1024,
+        }
+    }
+}
+
+/// How long an exchange may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// From the end of the request to the response headers.
+    pub response: Duration,
+    /// Longest pause in the request body while it is being sent.
+    pub body_idle: Duration,
+}
+
+/// Idle connections per endpoint, shared by every request.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    pool: Arc<Pool>,
+}
+
+struct Pool {
+    idle: Mutex<HashMap<Authority, Vec<Idle>>>,
+    options: PoolOptions,
+}
+
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+}
+
+/// Returns a connection to the pool once its response body has been read to the end.
+pub struct Checkin {
+    sender: SendRequest<Body>,
+    authority: Authority,
+    pool: Arc<Pool>,
+}
+
+impl Checkin {
+    /// Puts the connection back for the next request to the same endpoint.
+    pub fn give_back(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.pool.idle.lock().expect("pool lock");
+        let list = idle.entry(self.authority).or_default();
+        if list.len() < self.pool.options.max_idle_per_endpoint {
+            list.push(Idle {
+                sender: self.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for Checkin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Checkin({})", self.authority)
+    }
+}
+
+impl UpstreamClient {
+    /// A client with an empty pool. When called inside a Tokio runtime, a background task
+    /// closes connections that outstay the idle timeout (it ends with the client).
+    pub fn new(options: PoolOptions) -> Self {
+        let pool = Arc::new(Pool {
+            idle: Mutex::new(HashMap::new()),
+            options,
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(sweep_loop(Arc::downgrade(&pool)));
+        }
+        UpstreamClient { pool }
+    }
+
+    /// Closes the idle connections of every endpoint not in `keep` (the endpoints of the
+    /// config just applied).
+    pub fn retain(&self, keep: &[Authority]) {
+        let keep: HashSet<&str> = keep.iter().map(Authority::as_str).collect();
+        let mut idle = self.pool.idle.lock().expect("pool lock");
+        idle.retain(|a, _| keep.contains(a.as_str()));
+    }
+
+    /// Idle connections in the pool, per endpoint (admin and tests).
+    pub fn idle_connections(&self) -> HashMap<String, usize> {
+        let idle = self.pool.idle.lock().expect("pool lock");
+        idle.iter()
+            .map(|(a, l)| (a.to_string(), l.iter().filter(|c| !c.sender.is_closed()).count()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// An idle connection: a ready one if there is one, else the most recently returned
+    /// (which is usually just finishing its previous exchange); closed and expired ones
+    /// are dropped.
+    fn checkout(&self, authority: &Authority) -> Option<SendRequest<Body>> {
+        let mut idle = self.pool.idle.lock().expect("pool lock");
+        let list = idle.get_mut(authority)?;
+        let timeout = self.pool.options.idle_timeout;
+        list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
+        match list.iter().rposition(|c| c.sender.is_ready()) {
+            Some(i) => Some(list.swap_remove(i).sender),
+            None => list.pop().map(|c| c.sender),
+        }
+    }
+
+    async fn connect(
+        &self,
+        authority: &Authority,
+        deadline: Option<Instant>,
+    ) -> Result<SendRequest<Body>, UpstreamError> {
+        let connect_by = Instant::now() + self.pool.options.connect_timeout;
+        let by = deadline.map_or(connect_by, |d| d.min(connect_by));
+        let stream = match tokio::time::timeout_at(by, TcpStream::connect(authority.as_str())).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%authority, error = %e, "upstream connect failed");
+                return Err(UpstreamError::Connect);
+            }
+            Err(_) if by == connect_by => return Err(UpstreamError::Connect),
+            Err(_) => return Err(UpstreamError::Timeout),
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| UpstreamError::Connect)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn checkin(&self, sender: SendRequest<Body>, authority: &Authority) {
+        Checkin {
+            sender,
+            authority: authority.clone(),
+            pool: self.pool.clone(),
+        }
+        .give_back();
+    }
+
+    /// Sends `req` (origin-form target, `Host` set) to `authority` and waits for the
+    /// response headers. `progress` tracks a request body still arriving from the client
+    /// (`None`: the request is complete already).
+    pub async fn send(
+        &self,
+        authority: &Authority,
+        mut req: Request<Body>,
+        progress: Option<Arc<BodyProgress>>,
+        timeouts: Timeouts,
+    ) -> Result<Response<Body>, UpstreamError> {
+        // Known once the whole request has been handed over.
+        let mut deadline = progress
+            .is_none()
+            .then(|| Instant::now() + timeouts.response);
+        // A pooled connection the upstream closed meanwhile hands the request back
+        // unsent; try the next one, then a fresh connection.
+        for _ in 0..4 {
+            let (mut sender, reused) = match self.checkout(authority) {
+                Some(s) => (s, true),
+                None => (self.connect(authority, deadline).await?, false),
+            };
+            let ready_by = deadline.unwrap_or_else(|| Instant::now() + timeouts.response);
+            if !sender.is_ready() && reused {
+                // A pooled connection still busy (an upstream that answered before reading
+                // the whole request body, say) gets a moment, not the request's whole
+                // timeout; then it stays in the pool and a fresh connection is dialled.
+                let wait_until = ready_by.min(Instant::now() + REUSE_WAIT);
+                match tokio::time::timeout_at(wait_until, sender.ready()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => continue,
+                    Err(_) => {
+                        self.checkin(sender, authority);
+                        sender = self.connect(authority, deadline).await?;
+                    }
+                }
+            }
+            if !sender.is_ready() {
+                match tokio::time::timeout_at(ready_by, sender.ready()).await {
+                    Err(_) => return Err(UpstreamError::Timeout),
+                    Ok(Err(_)) => return Err(UpstreamError::Protocol),
+                    Ok(Ok(())) => {}
+                }
+            }
+            let sent = sender.try_send_request(req);
+            tokio::pin!(sent);
+            if deadline.is_none() {
+                let p = progress.as_deref().expect("a request without deadline has a body");
+                if let Some(early) = upload(&mut sent, p, timeouts.body_idle).await? {
+                    // The upstream answered before the body was complete.
+                    match finish(early, sender, authority, &self.pool) {
+                        Ok(resp) => return Ok(resp),
+                        Err(Some(unsent)) => {
+                            req = unsent;
+                            continue;
+                        }
+                        Err(None) => return Err(UpstreamError::Protocol),
+                    }
+                }
+                deadline = Some(Instant::now() + timeouts.response);
+            }
+            let due = deadline.expect("set once the body is complete");
+            let result = match tokio::time::timeout_at(due, &mut sent).await {
+                Err(_) => return Err(UpstreamError::Timeout),
+                Ok(r) => r,
+            };
+            match finish(result, sender, authority, &self.pool) {
+                Ok(resp) => return Ok(resp),
+                Err(Some(unsent)) => req = unsent,
+                Err(None) => return Err(UpstreamError::Protocol),
+            }
+        }
+        Err(UpstreamError::Protocol)
+    }
+}
+
+type Sent = Result<Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<Request<Body>>>;
+
+/// Waits while the request body is being sent: returns the response if the upstream
+/// answers first, `None` once the body is complete, an error if the body stalls.
+async fn upload(
+    sent: &mut std::pin::Pin<&mut impl std::future::Future<Output = Sent>>,
+    progress: &BodyProgress,
+    body_idle: Duration,
+) -> Result<Option<Sent>, UpstreamError> {
+    loop {
+        let notified = progress.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if progress.is_done() {
+            return Ok(None);
+        }
+        let idle_at = Instant::from_std(progress.last_activity()) + body_idle;
+        tokio::select! {
+            biased;
+            r = sent.as_mut() => return Ok(Some(r)),
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(idle_at) => {
+                if !progress.is_done() && progress.last_activity().elapsed() >= body_idle {
+                    return Err(UpstreamError::BodyTimeout);
+                }
+            }
+        }
+    }
+}
+
+/// The response with its connection's way back to the pool, or the request back if it was
+/// never sent (`Err(Some)`), or a failed exchange (`Err(None)`).
+fn finish(
+    result: Sent,
+    sender: SendRequest<Body>,
+    authority: &Authority,
+    pool: &Arc<Pool>,
+) -> Result<Response<Body>, Option<Request<Body>>> {
+    match result {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            let checkin = Checkin {
+                sender,
+                authority: authority.clone(),
+                pool: pool.clone(),
+            };
+            Ok(Response::from_parts(parts, Body::upstream(body, checkin)))
+        }
+        Err(mut e) => match e.take_message() {
+            Some(unsent) => Err(Some(unsent)),
+            None => {
+                tracing::debug!(error = %e.error(), "upstream request failed");
+                Err(None)
+            }
+        },
+    }
+}
+
+/// Closes pooled connections that outstayed the idle timeout, until the pool is dropped.
+async fn sweep_loop(pool: Weak<Pool>) {
+    let every = match pool.upgrade() {
+        Some(p) => (p.options.idle_timeout / 2).max(Duration::from_millis(100)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let timeout = pool.options.idle_timeout;
+        let mut idle = pool.idle.lock().expect("pool lock");
+        for list in idle.values_mut() {
+            list.retain(|c| !c.sender.is_closed() && c.since.elapsed() < timeout);
+        }
+        idle.retain(|_, l| !l.is_empty());
+    }
+}
