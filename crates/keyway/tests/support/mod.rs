@@ -313,6 +313,18 @@ impl Binary {
     /// Writes `manifests` (with `{PORT}` replaced by a free port) and starts
     /// `keyway [global] run --config DIR ...` with `env`; logs are captured.
     pub fn start(manifests: &str, global: &[&str], env: &[(&str, &str)]) -> Binary {
+        Self::start_under(&[], manifests, global, &[], env)
+    }
+
+    /// As [`Binary::start`], run under `wrapper` (`["prlimit", "--nofile=256:256", "--"]`)
+    /// and with `run_args` after `run`'s own.
+    pub fn start_under(
+        wrapper: &[&str],
+        manifests: &str,
+        global: &[&str],
+        run_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Binary {
         let (port, admin) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -320,7 +332,14 @@ impl Binary {
             manifests.replace("{PORT}", &port.to_string()),
         )
         .unwrap();
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"));
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_keyway"));
+                c
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_keyway")),
+        };
         cmd.args(global)
             .args(["run", "--config"])
             .arg(dir.path())
@@ -330,6 +349,7 @@ impl Binary {
                 "--admin-address",
                 &format!("127.0.0.1:{admin}"),
             ])
+            .args(run_args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         for (k, v) in env {
@@ -384,4 +404,84 @@ impl Binary {
             .unwrap();
         (status, out)
     }
+}
+
+/// Writes `bytes` on a new connection to `addr` and reads what comes back until the server
+/// closes the connection or `quiet` passes without a byte.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], quiet: Duration) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match tokio::time::timeout(quiet, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// The responses in a raw HTTP/1.1 byte stream, in order: status and body (framed by
+/// `Content-Length` or chunked; a response without either runs to the end).
+pub fn responses(raw: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut rest = raw;
+    while let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&rest[..end]).to_ascii_lowercase();
+        let status: u16 = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+        rest = &rest[end + 4..];
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+                .map(|v| v.trim().to_string())
+        };
+        let body = if header("transfer-encoding").is_some_and(|t| t.ends_with("chunked")) {
+            let mut body = Vec::new();
+            loop {
+                let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { break };
+                let size = usize::from_str_radix(
+                    String::from_utf8_lossy(&rest[..eol]).split(';').next().unwrap_or("").trim(),
+                    16,
+                )
+                .unwrap_or(0);
+                rest = &rest[eol + 2..];
+                if size == 0 {
+                    rest = rest.get(2..).unwrap_or(&[]);
+                    break;
+                }
+                let take = size.min(rest.len());
+                body.extend_from_slice(&rest[..take]);
+                rest = rest.get(take + 2..).unwrap_or(&[]);
+            }
+            body
+        } else if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            let take = len.min(rest.len());
+            let body = rest[..take].to_vec();
+            rest = &rest[take..];
+            body
+        } else if (100..200).contains(&status) || status == 204 || status == 304 {
+            Vec::new()
+        } else {
+            let body = rest.to_vec();
+            rest = &[];
+            body
+        };
+        out.push((status, body));
+    }
+    out
+}
+
+/// The status codes of every response in a raw HTTP/1.1 byte stream, in order.
+pub fn statuses(raw: &[u8]) -> Vec<u16> {
+    responses(raw).into_iter().map(|(s, _)| s).collect()
+}
+
+/// A Gateway `gw` on listener port 80, one HTTPRoute `r` with the given rules, and the
+/// Service `app` in front of `upstream`.
+pub fn gateway_with_rules(upstream: SocketAddr, rules: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  gatewayClassName: any\n  listeners: [{{name: http, port: 80, protocol: HTTP}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n{rules}\n{}",
+        service("default", "app", &[upstream])
+    )
 }
