@@ -6,6 +6,10 @@
 //! MS milliseconds; `/response-headers?k=v` (or a request header
 //! `X-Echo-Set-Header: Name:value,...`) adds response headers; any request body is read (streamed, never held) and its length and
 //! SHA-256 are reported, with the address of the server that answered.
+//!
+//! `path` is the request-target's path as it arrived, like the Gateway API conformance
+//! suite's echo server (Go's `RequestURI`): an absolute-form target shows up whole
+//! (`http://10.0.0.5:8080/x`), so a proxy that sends one cannot go unnoticed.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -103,9 +107,16 @@ async fn answer(req: Request<Incoming>, peer: SocketAddr, server: &str) -> Respo
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         args.entry(k.to_string()).or_default().push(v.to_string());
     }
+    // The target as received: a scheme and authority, if the client sent absolute-form.
+    let as_received = match (parts.uri.scheme(), parts.uri.authority()) {
+        (Some(scheme), Some(authority)) if parts.version < http::Version::HTTP_2 => {
+            format!("{scheme}://{authority}{path}")
+        }
+        _ => path.clone(),
+    };
     let json = serde_json::json!({
         "method": parts.method.as_str(),
-        "path": path,
+        "path": as_received,
         "query": query,
         "args": args,
         "headers": headers,
