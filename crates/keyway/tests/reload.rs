@@ -323,3 +323,139 @@ async fn no_failed_request_under_constant_reloads() {
         h.app.state.generation()
     );
 }
+
+/// A Kubernetes Secret or ConfigMap volume, written the way kubelet's atomic writer
+/// writes it: the files live in a `..<timestamp>` directory, `..data` links to it, and each
+/// visible file links to `..data/<file>`. An update writes a new directory, links
+/// `..data_tmp` to it, renames that over `..data`, then deletes the old directory.
+struct KubeletVolume {
+    dir: std::path::PathBuf,
+    generation: usize,
+    current: Option<std::path::PathBuf>,
+}
+
+impl KubeletVolume {
+    fn new(dir: std::path::PathBuf, files: &[(&str, &str)]) -> KubeletVolume {
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut v = KubeletVolume {
+            dir,
+            generation: 0,
+            current: None,
+        };
+        v.update(files);
+        for (name, _) in files {
+            std::os::unix::fs::symlink(format!("..data/{name}"), v.dir.join(name)).unwrap();
+        }
+        v
+    }
+
+    fn update(&mut self, files: &[(&str, &str)]) {
+        use std::os::unix::fs::symlink;
+        self.generation += 1;
+        let ts = format!("..2026_12_01_15_00_00.{:09}", self.generation);
+        let new = self.dir.join(&ts);
+        std::fs::create_dir(&new).unwrap();
+        for (name, content) in files {
+            std::fs::write(new.join(name), content).unwrap();
+        }
+        let tmp = self.dir.join("..data_tmp");
+        symlink(&ts, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+        if let Some(old) = self.current.replace(new) {
+            std::fs::remove_dir_all(old).unwrap();
+        }
+    }
+}
+
+fn keys_yaml(key: &str) -> String {
+    format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{client: {key}}}\n")
+}
+
+/// Rotates the key through `rotate` ten times, with pauses long after start-up, and checks
+/// each rotation is enforced promptly: the old key refused, the new one allowed.
+async fn rotations_apply(h: &Harness, mut rotate: impl FnMut(&str)) {
+    assert_eq!(status_with(h, "key-0").await, 200);
+    for i in 1..=10 {
+        // Long after start-up, and again after a quiet spell half-way.
+        if i == 1 || i == 6 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        let (old, new) = (format!("key-{}", i - 1), format!("key-{i}"));
+        let start = Instant::now();
+        rotate(&new);
+        assert!(
+            eventually(|| async { status_with(h, &old).await == 401 }).await,
+            "rotation {i}: {old} still works after {:?}",
+            start.elapsed()
+        );
+        assert_eq!(status_with(h, &new).await, 200, "rotation {i}");
+    }
+}
+
+/// A Gateway, route and policy in one volume; the keys in another.
+fn config_without_keys(up: std::net::SocketAddr) -> String {
+    manifests(up, "placeholder: none", "")
+        .split("---")
+        .filter(|d| !d.contains("kind: Secret"))
+        .collect::<Vec<_>>()
+        .join("---")
+}
+
+async fn volumes(up: std::net::SocketAddr) -> (tempfile::TempDir, KubeletVolume, KubeletVolume) {
+    let root = tempfile::tempdir().unwrap();
+    let config = KubeletVolume::new(
+        root.path().join("config"),
+        &[("gateway.yaml", &config_without_keys(up))],
+    );
+    let keys = KubeletVolume::new(root.path().join("keys"), &[("keys.yaml", &keys_yaml("key-0"))]);
+    (root, config, keys)
+}
+
+async fn watching(paths: Vec<std::path::PathBuf>) -> Harness {
+    let mut h = Harness::start_with("", |o| o.config = paths.clone()).await;
+    h.watch = Some(keyway::watch::spawn(h.app.clone(), &paths, Duration::from_millis(25)).unwrap());
+    h
+}
+
+#[tokio::test]
+async fn kubelet_volume_updates_apply_every_time() {
+    let up = upstream().await;
+    let (_root, config, mut keys) = volumes(up).await;
+    let h = watching(vec![config.dir.clone(), keys.dir.clone()]).await;
+    rotations_apply(&h, |key| keys.update(&[("keys.yaml", &keys_yaml(key))])).await;
+}
+
+#[tokio::test]
+async fn kubelet_volume_updates_apply_when_the_config_names_the_file() {
+    let up = upstream().await;
+    let (_root, config, mut keys) = volumes(up).await;
+    let h = watching(vec![config.dir.clone(), keys.dir.join("keys.yaml")]).await;
+    rotations_apply(&h, |key| keys.update(&[("keys.yaml", &keys_yaml(key))])).await;
+}
+
+#[tokio::test]
+async fn a_config_directory_symlink_swapped_to_another_directory_applies() {
+    let up = upstream().await;
+    let root = tempfile::tempdir().unwrap();
+    let write_version = |n: usize, key: &str| {
+        let dir = root.path().join(format!("conf-v{n}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("all.yaml"), manifests(up, &format!("client: {key}"), "")).unwrap();
+        dir
+    };
+    write_version(0, "key-0");
+    let link = root.path().join("conf");
+    std::os::unix::fs::symlink("conf-v0", &link).unwrap();
+    let h = watching(vec![link.clone()]).await;
+    let mut n = 0;
+    rotations_apply(&h, |key| {
+        n += 1;
+        write_version(n, key);
+        let tmp = root.path().join("conf.tmp");
+        std::os::unix::fs::symlink(format!("conf-v{n}"), &tmp).unwrap();
+        std::fs::rename(&tmp, &link).unwrap();
+        // The old directory goes, as a deploy tool would clean up.
+        std::fs::remove_dir_all(root.path().join(format!("conf-v{}", n - 1))).unwrap();
+    })
+    .await;
+}
