@@ -98,6 +98,7 @@ pub struct RawUpstream {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Captured>>>,
     connections: Arc<Mutex<usize>>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -119,10 +120,12 @@ impl RawUpstream {
         let addr = listener.local_addr().expect("local addr");
         let seen: Arc<Mutex<Vec<Captured>>> = Arc::default();
         let connections: Arc<Mutex<usize>> = Arc::default();
+        let closed: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
         let respond: Responder = Arc::new(respond);
         let task = tokio::spawn({
             let seen = seen.clone();
             let connections = connections.clone();
+            let closed = closed.clone();
             async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
@@ -133,7 +136,11 @@ impl RawUpstream {
                         *c += 1;
                         *c - 1
                     };
-                    tokio::spawn(serve(stream, id, seen.clone(), respond.clone()));
+                    let (seen, respond, closed) = (seen.clone(), respond.clone(), closed.clone());
+                    tokio::spawn(async move {
+                        serve(stream, id, seen, respond).await;
+                        closed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    });
                 }
             }
         });
@@ -141,6 +148,7 @@ impl RawUpstream {
             addr,
             seen,
             connections,
+            closed,
             task,
         }
     }
@@ -158,6 +166,11 @@ impl RawUpstream {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         *self.connections.lock().unwrap()
+    }
+
+    /// Connections that ended (closed by the peer, or after a reply that closes).
+    pub fn closed(&self) -> usize {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The only request received; panics if there were none or several.

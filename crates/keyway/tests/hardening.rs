@@ -409,3 +409,212 @@ async fn client_metric_series_are_capped() {
         );
     }
 }
+
+async fn plain_gateway(up: &RawUpstream) -> Harness {
+    Harness::start(&gateway_with_rules(
+        up.addr(),
+        "  - backendRefs: [{name: app, port: 80}]",
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn only_framing_keyway_produces_reaches_the_upstream() {
+    let up = RawUpstream::start().await;
+    let h = plain_gateway(&up).await;
+    let body = "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    for te in [
+        "transfer-encoding: chunked\r\n",
+        "Transfer-Encoding: CHUNKED\r\n",
+        "transfer-encoding: identity, chunked\r\n",
+    ] {
+        let req = format!("POST /te HTTP/1.1\r\nhost: h\r\n{te}connection: close\r\n\r\n{body}");
+        let raw = raw_exchange(h.addr(80), req.as_bytes(), Duration::from_secs(5)).await;
+        let got = support::statuses(&raw);
+        if got == [400] {
+            continue; // refusing is fine too; forwarding the client's codings is not
+        }
+        assert_eq!(got, [200], "{te:?}");
+    }
+    for seen in up.requests() {
+        assert_eq!(seen.header_all("transfer-encoding"), ["chunked"], "{seen:#?}");
+        assert_eq!(seen.header_all("content-length"), Vec::<String>::new());
+        assert_eq!(seen.body, b"hello world");
+    }
+    assert!(!up.requests().is_empty());
+    // Two Transfer-Encoding lines: never forwarded as two.
+    let req = format!("POST /te2 HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{body}");
+    let before = up.requests().len();
+    let raw = raw_exchange(h.addr(80), req.as_bytes(), Duration::from_secs(5)).await;
+    for seen in &up.requests()[before..] {
+        assert!(seen.header_all("transfer-encoding").len() <= 1, "{seen:#?}");
+    }
+    assert!(!support::statuses(&raw).is_empty());
+    // A Content-Length body keeps its length.
+    let r = h
+        .request(80, Req::get("h", "/cl").method("POST").body("0123456789"))
+        .await;
+    assert_eq!(r.status, 200);
+    let last = up.requests().pop().unwrap();
+    assert_eq!(last.header_all("content-length"), ["10"]);
+    assert_eq!(last.header_all("transfer-encoding"), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn every_forwarded_for_line_is_kept() {
+    let up = RawUpstream::start().await;
+    let h = plain_gateway(&up).await;
+    let (status, _) = get_raw(
+        h.addr(80),
+        "/",
+        "X-Forwarded-For: 10.0.0.1\r\nx-forwarded-for: 10.0.0.2, 10.0.0.3\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        up.only().header_all("x-forwarded-for"),
+        ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
+    );
+}
+
+/// Sends `req` over HTTP/2 with prior knowledge and returns the status.
+async fn h2_send(addr: SocketAddr, req: http::Request<http_body_util::Full<bytes::Bytes>>) -> u16 {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender.send_request(req).await.unwrap().status().as_u16()
+}
+
+fn h2_request(addr: SocketAddr, path: &str) -> http::request::Builder {
+    http::Request::builder()
+        .version(http::Version::HTTP_2)
+        .uri(format!("http://{addr}{path}"))
+}
+
+#[tokio::test]
+async fn http2_cookie_crumbs_reach_http1_as_one_line() {
+    let up = RawUpstream::start().await;
+    let h = plain_gateway(&up).await;
+    let req = h2_request(h.addr(80), "/c")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("cookie", "c=3")
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(h2_send(h.addr(80), req).await, 200);
+    let seen = up.only();
+    assert_eq!(seen.header_all("cookie"), ["a=1; b=2; c=3"]);
+    assert_eq!(seen.version(), "HTTP/1.1");
+}
+
+#[tokio::test]
+async fn one_header_count_limit_for_http1_and_http2() {
+    let up = RawUpstream::start().await;
+    let h = plain_gateway(&up).await;
+    let addr = h.addr(80);
+    for (n, want) in [(50, 200), (150, 431)] {
+        let extra: String = (0..n).map(|i| format!("x-h{i}: v\r\n")).collect();
+        assert_eq!(get_raw(addr, "/", &extra).await.0, want, "HTTP/1.1, {n} headers");
+        let mut b = h2_request(addr, "/");
+        for i in 0..n {
+            b = b.header(format!("x-h{i}"), "v");
+        }
+        assert_eq!(h2_send(addr, b.body(Default::default()).unwrap()).await, want, "HTTP/2, {n} headers");
+    }
+    assert_eq!(up.requests().len(), 2, "only the requests within the limit were forwarded");
+}
+
+#[tokio::test]
+async fn connect_is_refused_unless_a_route_asks_for_it() {
+    let up = RawUpstream::with(|_| Reply::raw("HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")).await;
+    let h = Harness::start(&format!(
+        "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{alice: k-alice-1}}\n---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  apiKeyAuth: {{secretRef: {{name: keys}}}}\n",
+        gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
+    ))
+    .await;
+    let connect = b"CONNECT h:443 HTTP/1.1\r\nhost: h:443\r\napi-key: k-alice-1\r\n\r\n";
+    let raw = raw_exchange(h.addr(80), connect, Duration::from_secs(2)).await;
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert_eq!(support::statuses(&raw), [405], "{text}");
+    assert!(text.contains("\r\nallow: "), "{text}");
+    assert!(up.requests().is_empty());
+
+    // A route that matches CONNECT explicitly gets it, in authority-form.
+    let h = Harness::start(&gateway_with_rules(
+        up.addr(),
+        "  - matches: [{method: CONNECT}]\n    backendRefs: [{name: app, port: 80}]",
+    ))
+    .await;
+    let raw = raw_exchange(h.addr(80), connect, Duration::from_secs(2)).await;
+    assert_eq!(support::statuses(&raw), [403]);
+    assert_eq!(up.only().request_line, "CONNECT h:443 HTTP/1.1");
+}
+
+#[tokio::test]
+async fn an_ejected_endpoint_stays_ejected_across_a_reload() {
+    let up = RawUpstream::start().await;
+    // A port nothing listens on: connections are refused.
+    let dead: SocketAddr = format!("127.0.0.1:{}", support::free_port()).parse().unwrap();
+    let service = support::service("default", "app", &[up.addr()]);
+    // Two endpoints on different ports need two slices (one port each).
+    let dead_slice = format!(
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: app-dead\n  labels: {{kubernetes.io/service-name: app}}\naddressType: IPv4\nports:\n- {{name: http, port: {}}}\nendpoints:\n- addresses: [\"127.0.0.1\"]\n  conditions: {{ready: true}}\n",
+        dead.port()
+    );
+    let manifests = |label: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  gatewayClassName: any\n  listeners: [{{name: http, port: 80, protocol: HTTP}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, labels: {{v: \"{label}\"}}}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: app, port: 80}}]}}]\n---\n{service}{dead_slice}"
+        )
+    };
+    let h = Harness::start(&manifests("1")).await;
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(h.get(80, "h", "/").await.status.as_u16());
+    }
+    assert_eq!(codes.iter().filter(|&&c| c == 503).count(), 1, "{codes:?}");
+    // A reload with the same endpoints keeps the ejection: no second 503.
+    for i in 2..5 {
+        h.rewrite(&manifests(&i.to_string())).await;
+        for _ in 0..4 {
+            assert_eq!(h.get(80, "h", "/").await.status, 200, "after reload {i}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn pooled_connections_close_when_idle_or_when_their_endpoint_leaves() {
+    let a = RawUpstream::start().await;
+    let b = RawUpstream::start().await;
+    let route = |up: &RawUpstream| gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]");
+    let h = Harness::start_with(&route(&a), |o| {
+        o.settings.upstream_idle_timeout = Duration::from_millis(400)
+    })
+    .await;
+    let pool = || h.app.server.gateway().upstream_client().idle_connections();
+    assert_eq!(h.get(80, "h", "/").await.status, 200);
+    assert_eq!(pool().get(&a.addr().to_string()), Some(&1), "{:?}", pool());
+    // Endpoint `a` leaves the config: its pooled connection is closed at once.
+    h.rewrite(&route(&b)).await;
+    assert!(pool().get(&a.addr().to_string()).is_none(), "{:?}", pool());
+    wait_until(|| a.closed() == 1).await;
+    // Idle past the timeout: closed too.
+    assert_eq!(h.get(80, "h", "/").await.status, 200);
+    assert_eq!(pool().get(&b.addr().to_string()), Some(&1));
+    wait_until(|| b.closed() == 1).await;
+    assert!(pool().is_empty(), "{:?}", pool());
+}
+
+async fn wait_until(f: impl Fn() -> bool) {
+    for _ in 0..300 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not met within 3 s");
+}

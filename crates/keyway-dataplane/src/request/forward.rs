@@ -123,7 +123,11 @@ fn upstream_request(
             );
         }
     }
-    let target = Uri::from(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/")));
+    let target = match (&parts.method, parts.uri.authority()) {
+        // A CONNECT a route asked for keeps its authority-form target.
+        (&http::Method::CONNECT, Some(a)) => Uri::from(a.clone()),
+        _ => Uri::from(path_and_query.unwrap_or_else(|| PathAndQuery::from_static("/"))),
+    };
 
     use http_body::Body as _;
     let (body, progress) = if body.is_end_stream() {
