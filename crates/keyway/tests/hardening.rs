@@ -618,3 +618,144 @@ async fn wait_until(f: impl Fn() -> bool) {
     }
     panic!("condition not met within 3 s");
 }
+
+fn pid_limits(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap()
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(RawUpstream::start());
+    let manifests = gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
+        .replace("port: 80, protocol", "port: {PORT}, protocol");
+    let bin = support::Binary::start_under(&["prlimit", "--nofile=256:4096", "--"], &manifests, &[], &[], &[]);
+    rt.block_on(bin.ready());
+    let limits = pid_limits(bin.child.id());
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&fields[3..5], ["4096", "4096"], "{line}");
+    let (status, logs) = bin.stop();
+    assert!(status.success());
+    assert!(logs.contains("max_connections=1984"), "(4096 - 128) / 2: {logs}");
+}
+
+#[test]
+fn out_of_file_descriptors_the_gateway_stays_up_and_recovers() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(RawUpstream::start());
+    let manifests = gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
+        .replace("port: 80, protocol", "port: {PORT}, protocol");
+
+    // With the default cap, a flood of idle connections never starves the admin port.
+    let bin = support::Binary::start_under(
+        &["prlimit", "--nofile=256:256", "--"],
+        &manifests,
+        &[],
+        &["--header-read-timeout", "2s"],
+        &[],
+    );
+    rt.block_on(async {
+        bin.ready().await;
+        let mut flood = Vec::new();
+        for _ in 0..400 {
+            if let Ok(s) = tokio::net::TcpStream::connect(bin.gateway).await {
+                flood.push(s);
+            }
+        }
+        assert_eq!(support::send(bin.admin, Req::get("l", "/readyz")).await.status, 200);
+        let metrics = support::send(bin.admin, Req::get("l", "/metrics")).await.text();
+        assert!(metrics.contains("keyway_connections_refused_total"), "{metrics}");
+        // The silent ones are closed after the header-read timeout; new clients are served.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(support::send(bin.gateway, Req::get("h", "/")).await.status, 200);
+        drop(flood);
+    });
+    let (status, logs) = bin.stop();
+    assert!(status.success());
+    assert_eq!(logs.matches("accept failed").count(), 0, "{logs}");
+
+    // With a cap above what the descriptors allow, accepting fails: Keyway backs off,
+    // logs at a bounded rate, and serves again once descriptors are free.
+    let bin = support::Binary::start_under(
+        &["prlimit", "--nofile=256:256", "--"],
+        &manifests,
+        &[],
+        &["--header-read-timeout", "2s", "--max-connections", "100000"],
+        &[],
+    );
+    let flooded = rt.block_on(async {
+        bin.ready().await;
+        let mut flood = Vec::new();
+        for _ in 0..400 {
+            if let Ok(s) = tokio::net::TcpStream::connect(bin.gateway).await {
+                flood.push(s);
+            }
+        }
+        let start = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let flooded = start.elapsed();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        drop(flood);
+        for _ in 0..50 {
+            if support::send(bin.admin, Req::get("l", "/readyz")).await.status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(support::send(bin.gateway, Req::get("h", "/")).await.status, 200);
+        flooded
+    });
+    let (status, logs) = bin.stop();
+    assert!(status.success());
+    let lines = logs.matches("accept failed").count();
+    assert!(lines >= 1, "the failure is reported: {logs}");
+    // At most one line a second per listener (data port and admin port) while it lasts.
+    let bound = 2 * (flooded.as_secs() as usize + 5);
+    assert!(lines <= bound, "{lines} lines in about {flooded:?}: {logs}");
+}
+
+#[test]
+fn a_stalled_log_output_never_stalls_requests() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(RawUpstream::start());
+    let manifests = gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
+        .replace("port: 80, protocol", "port: {PORT}, protocol");
+    // stderr is a pipe nobody reads until the end: it fills after a few hundred lines.
+    let bin = support::Binary::start(&manifests, &[], &[("KEYWAY_LOG_BUFFER_LINES", "64")]);
+    rt.block_on(async {
+        bin.ready().await;
+        let stream = tokio::net::TcpStream::connect(bin.gateway).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let start = Instant::now();
+        for i in 0..3000 {
+            let req = http::Request::builder()
+                .uri(format!("/request-{i}"))
+                .header("host", "h")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            sender.ready().await.expect("the connection stays open");
+            let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+                .await
+                .expect("a request stalled behind the log")
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            use http_body_util::BodyExt;
+            resp.into_body().collect().await.unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(30));
+        let metrics = support::send(bin.admin, Req::get("l", "/metrics")).await.text();
+        let dropped: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("keyway_log_lines_dropped_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(dropped > 0, "{metrics}");
+    });
+    let (status, _) = bin.stop();
+    assert!(status.success());
+}
