@@ -187,7 +187,11 @@ fn place(
         out.identity_headers
             .entry(listener.gateway.clone())
             .or_default()
-            .extend(policies.identity_headers(&query).map(|h| h.as_str().to_string()));
+            .extend(
+                policies
+                    .identity_headers(&query)
+                    .map(|h| h.as_str().to_string()),
+            );
         for (mi, m) in rule.matches.iter().enumerate() {
             let order = (
                 match m.path {

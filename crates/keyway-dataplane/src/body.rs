@@ -55,6 +55,7 @@ pub struct BodyProgress {
     /// Milliseconds after `start` of the last frame.
     last_ms: AtomicU64,
     done: AtomicBool,
+    failed: AtomicBool,
     notify: tokio::sync::Notify,
 }
 
@@ -64,6 +65,7 @@ impl Default for BodyProgress {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             done: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
             notify: tokio::sync::Notify::new(),
         }
     }
@@ -73,6 +75,12 @@ impl BodyProgress {
     /// Whether the body has ended (or failed: either way nothing more will be sent).
     pub fn is_done(&self) -> bool {
         self.done.load(Ordering::Acquire)
+    }
+
+    /// Whether reading the body from the client failed (malformed chunked framing, the
+    /// client went away): the exchange failed because of the request, not the upstream.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// When the last frame was sent (or the body started).
@@ -120,6 +128,10 @@ impl http_body::Body for Body {
                 let polled = Pin::new(&mut *s).poll_frame(cx);
                 match &polled {
                     Poll::Ready(Some(Ok(_))) if !s.is_end_stream() => progress.frame(),
+                    Poll::Ready(Some(Err(_))) => {
+                        progress.failed.store(true, Ordering::Release);
+                        progress.end();
+                    }
                     Poll::Ready(_) => progress.end(),
                     Poll::Pending => {}
                 }

@@ -146,7 +146,10 @@ mod tests {
     fn forwarded_for_keeps_every_line() {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2, 10.0.0.3"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
+        );
         set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"));
         let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
         assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]);
@@ -157,7 +160,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("cookie", HeaderValue::from_static("a=1"));
         h.append("cookie", HeaderValue::from_static("b=2"));
-        h.append("transfer-encoding", HeaderValue::from_static("identity, chunked"));
+        h.append(
+            "transfer-encoding",
+            HeaderValue::from_static("identity, chunked"),
+        );
         prepare_for_upstream(&mut h);
         let all: Vec<_> = h.get_all("cookie").iter().collect();
         assert_eq!(all, ["a=1; b=2"]);

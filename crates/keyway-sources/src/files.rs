@@ -230,10 +230,7 @@ impl Loader {
         let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
         let Some(known) = known_kind(group, &api_version, &kind) else {
             let name = head.name.unwrap_or_default();
-            let ns = head
-                .namespace
-                .map(|n| format!("{n}/"))
-                .unwrap_or_default();
+            let ns = head.namespace.map(|n| format!("{n}/")).unwrap_or_default();
             return self.loaded.warnings.push(Warning {
                 origin,
                 message: format!(
@@ -244,10 +241,7 @@ impl Loader {
         let resource = format!(
             "{kind} {}{}",
             if known.is_namespaced() {
-                format!(
-                    "{}/",
-                    head.namespace.as_deref().unwrap_or("default")
-                )
+                format!("{}/", head.namespace.as_deref().unwrap_or("default"))
             } else {
                 String::new()
             },
@@ -504,8 +498,15 @@ fn redact_values(message: &str) -> String {
 
 /// The YAML reader reports a duplicate key at the start of its mapping; point at the
 /// second occurrence instead, when the mapping is written one entry per line.
-fn second_occurrence(doc: &Document<'_>, message: &str, from: usize) -> Option<(usize, Option<usize>)> {
-    let key = message.split("duplicate entry with key \"").nth(1)?.strip_suffix('"')?;
+fn second_occurrence(
+    doc: &Document<'_>,
+    message: &str,
+    from: usize,
+) -> Option<(usize, Option<usize>)> {
+    let key = message
+        .split("duplicate entry with key \"")
+        .nth(1)?
+        .strip_suffix('"')?;
     let skip = from.checked_sub(doc.first_line + 1)?;
     let mut seen = 0;
     for (i, l) in doc.text.lines().enumerate().skip(skip) {
@@ -517,7 +518,10 @@ fn second_occurrence(doc: &Document<'_>, message: &str, from: usize) -> Option<(
         if named.is_some_and(|rest| rest.trim_start().starts_with(':')) {
             seen += 1;
             if seen == 2 {
-                return Some((doc.first_line + i + 1, Some(l.len() - l.trim_start().len() + 1)));
+                return Some((
+                    doc.first_line + i + 1,
+                    Some(l.len() - l.trim_start().len() + 1),
+                ));
             }
         }
     }

@@ -141,14 +141,19 @@ fn a_secret_whose_data_is_not_a_map_is_refused_without_its_value() {
             "[N2YwMDIxZTEtNGUzNS1jNzgzLTRkYjAtYjE2YzRkZGVmNjcy]",
             "123456789012",
         ] {
-            let text = format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: k}}\n{field}: {value}\n");
+            let text =
+                format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: k}}\n{field}: {value}\n");
             let errors = load_str("s.yaml", &text).unwrap_err();
             let e = errors[0].to_string();
             assert!(e.starts_with("s.yaml:4:"), "{e}");
             assert!(e.contains("Secret default/k"), "{e}");
             assert!(e.contains(field), "{e}");
             assert!(e.contains("must be a map"), "{e}");
-            for window in value.trim_matches(|c| c == '\'' || c == '[' || c == ']').as_bytes().windows(6) {
+            for window in value
+                .trim_matches(|c| c == '\'' || c == '[' || c == ']')
+                .as_bytes()
+                .windows(6)
+            {
                 let w = std::str::from_utf8(window).unwrap();
                 assert!(!e.contains(w), "{e} repeats {w}");
             }
@@ -181,7 +186,11 @@ fn a_key_written_twice_in_a_mapping_is_an_error_with_its_line() {
 
 #[test]
 fn an_empty_api_key_auth_is_kept_as_present() {
-    for body in ["  apiKeyAuth:\n", "  apiKeyAuth: ~\n", "  apiKeyAuth: null\n"] {
+    for body in [
+        "  apiKeyAuth:\n",
+        "  apiKeyAuth: ~\n",
+        "  apiKeyAuth: null\n",
+    ] {
         let text = format!("apiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: g}}]\n{body}");
         let loaded = load_str("p.yaml", &text).unwrap();
         let p = loaded.snapshot.traffic_policies.values().next().unwrap();

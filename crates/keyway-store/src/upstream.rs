@@ -114,7 +114,9 @@ impl Endpoint {
 
     /// Skips the endpoint until `until_ms` (after a connection failure).
     pub fn mark_down(&self, until_ms: u64) {
-        self.state().down_until_ms.store(until_ms, Ordering::Relaxed);
+        self.state()
+            .down_until_ms
+            .store(until_ms, Ordering::Relaxed);
     }
 
     /// Whether the endpoint should be tried at `now_ms`.

@@ -51,7 +51,10 @@ impl External {
                 return self;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{what} exited before listening ({status}); see {}", self.dir.path().display());
+                panic!(
+                    "{what} exited before listening ({status}); see {}",
+                    self.dir.path().display()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -76,7 +79,9 @@ pub fn program(name: &str) -> PathBuf {
     dirs.into_iter()
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed (`.ci/run` installs it: apt-get install {name})"))
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed (`.ci/run` installs it: apt-get install {name})")
+        })
 }
 
 /// Writes `files` (relative path, content) under `root`.
@@ -128,7 +133,14 @@ pub fn python_http_server(files: &[(&str, &str)]) -> External {
     write_files(&dir.path().join("html"), files);
     let port = free_port();
     let child = Command::new(program("python3"))
-        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
         .arg(dir.path().join("html"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

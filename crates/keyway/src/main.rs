@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the Gateways defined in manifest files.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Load and compile manifests without serving; print what would be served and every
     /// problem. Exits 1 if anything is wrong.
     Check(ConfigArgs),
@@ -141,7 +141,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Crds => crds(),
-        Command::Run(args) => runtime(args.threads).block_on(run(args)),
+        Command::Run(args) => runtime(args.threads).block_on(run(*args)),
         Command::EchoServer { listen } => runtime(None).block_on(async move {
             match keyway::echo::spawn(listen).await {
                 Ok(addr) => {

@@ -68,7 +68,11 @@ pub fn spawn(app: Arc<App>, paths: &[PathBuf], debounce: Duration) -> notify::Re
     // holding config files. Their parents are watched too, for the config path itself
     // being replaced.
     let mut dirs: HashSet<PathBuf> = config_dirs.clone();
-    dirs.extend(files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)));
+    dirs.extend(
+        files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf)),
+    );
     let parents: HashSet<PathBuf> = config_dirs
         .iter()
         .filter_map(|d| d.parent().map(Path::to_path_buf))
@@ -98,7 +102,10 @@ pub fn spawn(app: Arc<App>, paths: &[PathBuf], debounce: Duration) -> notify::Re
                 continue;
             };
             match (what, event.kind) {
-                (Entry::Manifest, EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_)) => {
+                (
+                    Entry::Manifest,
+                    EventKind::Modify(ModifyKind::Data(_)) | EventKind::Create(_),
+                ) => {
                     writing.entry(path.clone()).or_insert_with(Instant::now);
                 }
                 (Entry::Manifest, EventKind::Access(AccessKind::Close(AccessMode::Write))) => {
@@ -195,7 +202,9 @@ impl Watches {
             }
             let _ = self.watcher.unwatch(dir);
             match self.watch(dir) {
-                Ok(()) => tracing::info!(dir = %dir.display(), "config directory replaced; watching the new one"),
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "config directory replaced; watching the new one")
+                }
                 Err(e) => {
                     // Gone for now (mid-swap): try again on the next event.
                     self.targets.insert(dir.clone(), None);

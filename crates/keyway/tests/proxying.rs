@@ -113,10 +113,7 @@ async fn error_statuses() {
     assert_eq!(r.text(), "upstream request timeout");
 
     // Nothing listening: 503 (connect failure).
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (_held, dead) = support::refusing_addr();
     let h = start_with_upstream(dead).await;
     assert_eq!(h.get(80, "example.test", "/").await.status, 503);
 

@@ -368,7 +368,9 @@ impl KubeletVolume {
 }
 
 fn keys_yaml(key: &str) -> String {
-    format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{client: {key}}}\n")
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{client: {key}}}\n"
+    )
 }
 
 /// Rotates the key through `rotate` ten times, with pauses long after start-up, and checks
@@ -407,7 +409,10 @@ async fn volumes(up: std::net::SocketAddr) -> (tempfile::TempDir, KubeletVolume,
         root.path().join("config"),
         &[("gateway.yaml", &config_without_keys(up))],
     );
-    let keys = KubeletVolume::new(root.path().join("keys"), &[("keys.yaml", &keys_yaml("key-0"))]);
+    let keys = KubeletVolume::new(
+        root.path().join("keys"),
+        &[("keys.yaml", &keys_yaml("key-0"))],
+    );
     (root, config, keys)
 }
 
@@ -440,7 +445,11 @@ async fn a_config_directory_symlink_swapped_to_another_directory_applies() {
     let write_version = |n: usize, key: &str| {
         let dir = root.path().join(format!("conf-v{n}"));
         std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join("all.yaml"), manifests(up, &format!("client: {key}"), "")).unwrap();
+        std::fs::write(
+            dir.join("all.yaml"),
+            manifests(up, &format!("client: {key}"), ""),
+        )
+        .unwrap();
         dir
     };
     write_version(0, "key-0");

@@ -387,11 +387,8 @@ async fn weighted_backends_split_traffic_and_weight_zero_gets_none() {
 #[tokio::test]
 async fn endpoints_are_balanced_round_robin_and_failed_ones_skipped() {
     let (a, b) = (upstream().await, upstream().await);
-    // A third endpoint that refuses connections: bind then drop to get a free port.
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // A third endpoint that refuses connections.
+    let (_held, dead) = support::refusing_addr();
     // Same port for all endpoints in one slice is not possible with distinct ports, so use
     // three slices.
     let slices = |name: &str, addr: std::net::SocketAddr| {

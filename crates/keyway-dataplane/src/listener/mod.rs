@@ -277,7 +277,11 @@ impl Server {
         }
         drop(listener);
         if !connections.is_empty() {
-            tracing::info!(port, connections = connections.len(), "draining connections");
+            tracing::info!(
+                port,
+                connections = connections.len(),
+                "draining connections"
+            );
         }
         let drained = tokio::time::timeout(self.options.drain_timeout, async {
             while connections.join_next().await.is_some() {}

@@ -47,13 +47,17 @@ pub enum ProxyError {
     UpstreamReset,
     /// The client stopped sending its request body for longer than the body idle timeout.
     RequestBodyTimeout,
+    /// The client's request body could not be read (malformed chunked framing, cut short).
+    BadRequestBody,
 }
 
 impl ProxyError {
     /// The status code the client gets.
     pub fn status(self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::EscapedSlash => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::EscapedSlash | ProxyError::BadRequestBody => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoListener | ProxyError::NoRoute => StatusCode::NOT_FOUND,
@@ -86,6 +90,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamReset => "upstream_reset",
             ProxyError::RequestBodyTimeout => "request_body_timeout",
+            ProxyError::BadRequestBody => "bad_request_body",
         }
     }
 
@@ -104,6 +109,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => "upstream request timeout",
             ProxyError::UpstreamReset => "upstream connect error or disconnect/reset before headers",
             ProxyError::RequestBodyTimeout => "request body timeout",
+            ProxyError::BadRequestBody => "malformed request body",
         }
     }
 
@@ -121,7 +127,7 @@ impl ProxyError {
                     HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
                 );
             }
-            ProxyError::RequestBodyTimeout => {
+            ProxyError::RequestBodyTimeout | ProxyError::BadRequestBody => {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }

@@ -65,6 +65,7 @@ impl Gateway {
                 UpstreamError::Timeout => ProxyError::UpstreamTimeout,
                 UpstreamError::Protocol => ProxyError::UpstreamReset,
                 UpstreamError::BodyTimeout => ProxyError::RequestBodyTimeout,
+                UpstreamError::BadRequestBody => ProxyError::BadRequestBody,
             })?;
         self.metrics
             .upstream_latency

@@ -243,7 +243,8 @@ impl Gateway {
         outcome.route = Some(route.route.clone());
 
         // 4. CONNECT opens a tunnel; only a route that names the method asked for one.
-        if parts.method == Method::CONNECT && route.matcher.method.as_ref() != Some(&Method::CONNECT)
+        if parts.method == Method::CONNECT
+            && route.matcher.method.as_ref() != Some(&Method::CONNECT)
         {
             return Err(ProxyError::MethodNotAllowed);
         }
@@ -261,8 +262,7 @@ impl Gateway {
             }
             Auth::ApiKey { policy } => {
                 outcome.policy = Some(policy.name.clone());
-                let client =
-                    auth::authenticate(policy, parts).map_err(ProxyError::Unauthorized)?;
+                let client = auth::authenticate(policy, parts).map_err(ProxyError::Unauthorized)?;
                 self.count_allowed(&policy.name, client);
                 outcome.client = Some(client.clone());
             }

@@ -37,7 +37,8 @@ pub fn request(
     } else if !first && parts.version == http::Version::HTTP_11 {
         return Err(ProxyError::BadRequest("missing Host header"));
     }
-    let normal = path::normalize(parts.uri.path(), escaped).map_err(|_| ProxyError::EscapedSlash)?;
+    let normal =
+        path::normalize(parts.uri.path(), escaped).map_err(|_| ProxyError::EscapedSlash)?;
     if let Some(normal) = normal {
         let pq = match parts.uri.query() {
             Some(q) => format!("{normal}?{q}"),

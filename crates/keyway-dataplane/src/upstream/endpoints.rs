@@ -52,10 +52,7 @@ impl Registry {
 }
 
 /// The live state under `key`, or a new one registered there.
-fn shared<K: std::hash::Hash + Eq, T: Default>(
-    map: &mut HashMap<K, Weak<T>>,
-    key: K,
-) -> Arc<T> {
+fn shared<K: std::hash::Hash + Eq, T: Default>(map: &mut HashMap<K, Weak<T>>, key: K) -> Arc<T> {
     if let Some(live) = map.get(&key).and_then(Weak::upgrade) {
         return live;
     }

@@ -44,6 +44,8 @@ pub enum UpstreamError {
     Protocol,
     /// The client stopped sending the request body (408).
     BodyTimeout,
+    /// The client's request body could not be read: malformed framing, or cut short (400).
+    BadRequestBody,
 }
 
 /// How long a request waits for a pooled connection that is still finishing its previous
@@ -152,7 +154,12 @@ impl UpstreamClient {
     pub fn idle_connections(&self) -> HashMap<String, usize> {
         let idle = self.pool.idle.lock().expect("pool lock");
         idle.iter()
-            .map(|(a, l)| (a.to_string(), l.iter().filter(|c| !c.sender.is_closed()).count()))
+            .map(|(a, l)| {
+                (
+                    a.to_string(),
+                    l.iter().filter(|c| !c.sender.is_closed()).count(),
+                )
+            })
             .filter(|(_, n)| *n > 0)
             .collect()
     }
@@ -257,7 +264,9 @@ impl UpstreamClient {
             let sent = sender.try_send_request(req);
             tokio::pin!(sent);
             if deadline.is_none() {
-                let p = progress.as_deref().expect("a request without deadline has a body");
+                let p = progress
+                    .as_deref()
+                    .expect("a request without deadline has a body");
                 if let Some(early) = upload(&mut sent, p, timeouts.body_idle).await? {
                     // The upstream answered before the body was complete.
                     match finish(early, sender, authority, &self.pool) {
@@ -266,7 +275,7 @@ impl UpstreamClient {
                             req = unsent;
                             continue;
                         }
-                        Err(None) => return Err(UpstreamError::Protocol),
+                        Err(None) => return Err(failure(p)),
                     }
                 }
                 deadline = Some(Instant::now() + timeouts.response);
@@ -279,14 +288,26 @@ impl UpstreamClient {
             match finish(result, sender, authority, &self.pool) {
                 Ok(resp) => return Ok(resp),
                 Err(Some(unsent)) => req = unsent,
-                Err(None) => return Err(UpstreamError::Protocol),
+                Err(None) => {
+                    return Err(progress.as_deref().map_or(UpstreamError::Protocol, failure))
+                }
             }
         }
         Err(UpstreamError::Protocol)
     }
 }
 
-type Sent = Result<Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<Request<Body>>>;
+/// Why an exchange with a request body failed: the client's body, or the upstream.
+fn failure(progress: &BodyProgress) -> UpstreamError {
+    if progress.failed() {
+        UpstreamError::BadRequestBody
+    } else {
+        UpstreamError::Protocol
+    }
+}
+
+type Sent =
+    Result<Response<hyper::body::Incoming>, hyper::client::conn::TrySendError<Request<Body>>>;
 
 /// Waits while the request body is being sent: returns the response if the upstream
 /// answers first, `None` once the body is complete, an error if the body stalls.
@@ -318,6 +339,9 @@ async fn upload(
 
 /// The response with its connection's way back to the pool, or the request back if it was
 /// never sent (`Err(Some)`), or a failed exchange (`Err(None)`).
+// The unsent request is handed back by move on a rare path; boxing it would cost an
+// allocation for nothing.
+#[allow(clippy::result_large_err)]
 fn finish(
     result: Sent,
     sender: SendRequest<Body>,

@@ -291,6 +291,15 @@ pub fn kubectl_apply(docs: &[&str]) -> String {
         .collect()
 }
 
+/// An address that refuses connections for as long as the returned socket lives: bound,
+/// never listening, so no other test can take the port meanwhile.
+pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -438,10 +447,13 @@ pub fn responses(raw: &[u8]) -> Vec<(u16, Vec<u8>)> {
         };
         let body = if header("transfer-encoding").is_some_and(|t| t.ends_with("chunked")) {
             let mut body = Vec::new();
-            loop {
-                let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { break };
+            while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
                 let size = usize::from_str_radix(
-                    String::from_utf8_lossy(&rest[..eol]).split(';').next().unwrap_or("").trim(),
+                    String::from_utf8_lossy(&rest[..eol])
+                        .split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim(),
                     16,
                 )
                 .unwrap_or(0);
