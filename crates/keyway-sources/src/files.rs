@@ -496,6 +496,22 @@ fn redact_values(message: &str) -> String {
     out
 }
 
+/// 1-based line and column of the `index`th character of `text`, counting lines as
+/// editors do (by `\n`; YAML also breaks lines at a lone `\r`, which would point past the
+/// end of a file written with stray carriage returns).
+fn line_and_column(text: &str, index: usize) -> (usize, usize) {
+    let (mut line, mut column) = (1, 1);
+    for c in text.chars().take(index) {
+        if c == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line, column)
+}
+
 /// The YAML reader reports a duplicate key at the start of its mapping; point at the
 /// second occurrence instead, when the mapping is written one entry per line.
 fn second_occurrence(
@@ -541,7 +557,10 @@ fn yaml_error(
         _ => text,
     };
     let (mut line, mut column) = match err.location() {
-        Some(loc) => (doc.first_line + loc.line(), Some(loc.column())),
+        Some(loc) => {
+            let (l, c) = line_and_column(doc.text, loc.index());
+            (doc.first_line + l, Some(c))
+        }
         None => (doc.content_line(), None),
     };
     if let Some(at) = second_occurrence(doc, &message, line) {

@@ -202,3 +202,12 @@ fn an_empty_api_key_auth_is_kept_as_present() {
     let p = loaded.snapshot.traffic_policies.values().next().unwrap();
     assert!(p.value.spec.api_key_auth.is_none());
 }
+
+#[test]
+fn error_lines_count_newlines_as_editors_do() {
+    // A stray carriage return is a line break to YAML, not to an editor.
+    let text = "apiVersion: v1\rkind: Namespace\nmetadata: {name: é}\nspec: {a: b: c}\n";
+    let e = &load_str("cr.yaml", text).unwrap_err()[0];
+    assert_eq!(e.line, Some(3), "{e}");
+    assert_eq!(e.column, Some(13), "{e}");
+}

@@ -94,6 +94,14 @@ async fn encoded_slashes_never_reach_a_protected_file_on_nginx() {
     }
     let last = nginx.log("access.log").pop().unwrap();
     assert!(last.starts_with("GET /admin HTTP/1.1|/admin"), "{last}");
+
+    // Normalising never assembles an encoded slash out of a stray `%` and the escapes
+    // after it (`%` `%32` `%46` must not become `%2F`), in any mode that normalises.
+    for h in [&reject, &unescape] {
+        let (status, body) = get_raw(h.addr(80), "/public/..%%32%46admin", "").await;
+        assert_ne!(body, "ADMIN-SECRET");
+        assert_eq!(status, 404, "nginx looked for a file literally named ..%2Fadmin");
+    }
 }
 
 #[tokio::test]

@@ -81,7 +81,10 @@ fn needs_work(b: &[u8]) -> bool {
 }
 
 /// Decodes escapes of unreserved characters (and, with `slashes`, `%2F`, `%5C` and `\` to
-/// `/`); every other escape is kept with uppercase hex digits.
+/// `/`); every other escape is kept with uppercase hex digits, and a `%` that starts no
+/// escape becomes `%25`. Without that last rule, decoding could make a new escape out of a
+/// stray `%` and the characters after it: `%%32%46` would come out as `%2F`, an encoded
+/// slash that was never checked for.
 fn decode(b: &[u8], slashes: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -104,6 +107,11 @@ fn decode(b: &[u8], slashes: bool) -> Vec<u8> {
                 i += 3;
                 continue;
             }
+        }
+        if c == b'%' {
+            out.extend_from_slice(b"%25");
+            i += 1;
+            continue;
         }
         out.push(if slashes && c == b'\\' { b'/' } else { c });
         i += 1;
@@ -184,8 +192,21 @@ mod tests {
         assert_eq!(n("/../../x", Reject), "/x");
         assert_eq!(n("/a/..", Reject), "/");
         assert_eq!(n("/%61dmin", Reject), "/admin");
-        assert_eq!(n("/100%", Reject), "/100%");
+        assert_eq!(n("/100%", Reject), "/100%25");
+        assert_eq!(n("/a%zzb", Reject), "/a%25zzb");
         assert_eq!(n("/a%3fb%20c", Reject), "/a%3Fb%20c");
+    }
+
+    #[test]
+    fn decoding_never_makes_a_new_escape() {
+        // `%` `%32`=`2` `%46`=`F`: decoding must not assemble `%2F`.
+        assert_eq!(n("/public/..%%32%46admin", Reject), "/public/..%252Fadmin");
+        assert_eq!(n("/public/..%%32%46admin", Unescape), "/public/..%252Fadmin");
+        assert_eq!(n("/x%%41", Reject), "/x%25A");
+        for p in ["/public/..%%32%46admin", "/x%%41b", "/%%%", "/a%2"] {
+            let once = n(p, Reject);
+            assert_eq!(normalize(&once, Reject), Ok(None), "{p} -> {once}");
+        }
     }
 
     #[test]
