@@ -20,7 +20,14 @@ struct Input {
 }
 
 const KEYS: [&str; 3] = ["k-123", "k+456/=", "Bearer-ish key"];
-const NAMES: [&str; 6] = ["api-key", "x-api-key", "cookie", "x-client-id", "authorization", "host"];
+const NAMES: [&str; 6] = [
+    "api-key",
+    "x-api-key",
+    "cookie",
+    "x-client-id",
+    "authorization",
+    "host",
+];
 
 fn policy(forward: bool) -> ApiKeyPolicy {
     let mut credentials = Credentials::default();
@@ -29,7 +36,10 @@ fn policy(forward: bool) -> ApiKeyPolicy {
     }
     ApiKeyPolicy {
         name: Arc::from("fuzz/p"),
-        headers: vec![HeaderName::from_static("api-key"), HeaderName::from_static("x-api-key")],
+        headers: vec![
+            HeaderName::from_static("api-key"),
+            HeaderName::from_static("x-api-key"),
+        ],
         queries: vec!["api_key".into(), "k".into()],
         cookies: vec!["session".into(), "auth".into()],
         forward_credential: forward,
@@ -58,7 +68,11 @@ fuzz_target!(|input: Input| {
             assert!(client.starts_with("client"));
             assert_eq!(parts.headers.get_all("x-client-id").iter().count(), 1);
             if !input.forward {
-                assert_eq!(authenticate(&p, &mut parts), Err(Denied::Missing), "{parts:?}");
+                assert_eq!(
+                    authenticate(&p, &mut parts),
+                    Err(Denied::Missing),
+                    "{parts:?}"
+                );
             }
         }
         Err(_) => {}

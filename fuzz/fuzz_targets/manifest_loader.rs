@@ -12,7 +12,10 @@ fuzz_target!(|text: &str| {
             assert_eq!(e.path, "fuzz.yaml");
             if let Some(line) = e.line {
                 // A document ending without a newline is reported on the line after it at most.
-                assert!(line >= 1 && line <= lines + 1, "{e} (file has {lines} lines)");
+                assert!(
+                    line >= 1 && line <= lines + 1,
+                    "{e} (file has {lines} lines)"
+                );
             }
         }
     }

@@ -14,14 +14,22 @@ fuzz_target!(|target: &str| {
     if !path.starts_with('/') {
         return;
     }
-    for mode in [EscapedSlashes::Reject, EscapedSlashes::Unescape, EscapedSlashes::Keep] {
+    for mode in [
+        EscapedSlashes::Reject,
+        EscapedSlashes::Unescape,
+        EscapedSlashes::Keep,
+    ] {
         let Ok(out) = normalize(path, mode) else {
             assert_eq!(mode, EscapedSlashes::Reject);
             continue;
         };
         let out = out.unwrap_or_else(|| path.to_string());
         assert!(out.starts_with('/'), "{path:?} -> {out:?}");
-        assert_eq!(normalize(&out, mode), Ok(None), "not idempotent: {path:?} -> {out:?}");
+        assert_eq!(
+            normalize(&out, mode),
+            Ok(None),
+            "not idempotent: {path:?} -> {out:?}"
+        );
         for seg in out.split('/') {
             assert!(seg != "." && seg != "..", "{path:?} -> {out:?}");
         }
@@ -30,6 +38,9 @@ fuzz_target!(|target: &str| {
             assert!(!lower.contains("%2f") && !lower.contains("%5c") && !out.contains('\\'));
         }
         // A valid request path stays one.
-        assert!(http::uri::PathAndQuery::try_from(out.as_str()).is_ok(), "{path:?} -> {out:?}");
+        assert!(
+            http::uri::PathAndQuery::try_from(out.as_str()).is_ok(),
+            "{path:?} -> {out:?}"
+        );
     }
 });
