@@ -7,6 +7,7 @@
 //! Latency runs from the slot's time when the connection was still busy with an earlier
 //! response (the server made the request wait), and from the actual send otherwise (so the
 //! timer's own millisecond granularity is not charged to the server).
+#![forbid(unsafe_code)]
 
 use std::time::{Duration, Instant};
 

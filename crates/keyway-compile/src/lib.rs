@@ -16,6 +16,7 @@
 //!
 //! Failing closed is the rule: a policy that cannot be built turns every route it would
 //! protect into a 500, never into an unauthenticated route.
+#![forbid(unsafe_code)]
 
 pub mod backends;
 mod context;

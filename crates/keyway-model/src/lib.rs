@@ -13,6 +13,7 @@
 //! Secrets are the one exception to "use the upstream type as is": they are converted at
 //! load time into [`Secret`], whose values are redacted in `Debug` output, so a stray
 //! `{:?}` can never put an API key into a log.
+#![forbid(unsafe_code)]
 
 pub mod kgateway;
 pub mod secret;

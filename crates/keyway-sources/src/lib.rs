@@ -2,6 +2,7 @@
 //!
 //! Standalone mode reads YAML manifests from files ([`files`]); a Kubernetes watcher will
 //! sit beside it and feed the same compiler.
+#![forbid(unsafe_code)]
 
 pub mod files;
 mod yaml_docs;

@@ -11,6 +11,7 @@
 //!
 //! `Serialize` renders the config for `/config_dump`; API keys are never part of it (a
 //! policy shows only how many keys it holds).
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod host;

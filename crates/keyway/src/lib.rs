@@ -6,6 +6,7 @@
 //! - [`check`]: `keyway check`'s human-readable summary;
 //! - [`echo`]: the httpbin-like sample upstream of the quickstart;
 //! - [`watch`]: live reload when a manifest file changes.
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;

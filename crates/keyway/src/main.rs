@@ -1,4 +1,5 @@
 //! `keyway`: a Kubernetes Gateway API gateway with kgateway's API key authentication.
+#![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
