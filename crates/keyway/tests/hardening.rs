@@ -100,7 +100,10 @@ async fn encoded_slashes_never_reach_a_protected_file_on_nginx() {
     for h in [&reject, &unescape] {
         let (status, body) = get_raw(h.addr(80), "/public/..%%32%46admin", "").await;
         assert_ne!(body, "ADMIN-SECRET");
-        assert_eq!(status, 404, "nginx looked for a file literally named ..%2Fadmin");
+        assert_eq!(
+            status, 404,
+            "nginx looked for a file literally named ..%2Fadmin"
+        );
     }
 }
 

@@ -20,7 +20,6 @@ pub mod limits;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,7 +32,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::request::{ConnInfo, Gateway};
 use accept::{Accepter, RateLimited};
-use conn::{Activity, Tracked};
+use conn::{Connections, Tracked};
 
 /// How listeners are opened and connections handled.
 #[derive(Clone, Debug)]
@@ -108,18 +107,16 @@ pub struct Server {
     builder: Arc<auto::Builder<TokioExecutor>>,
     ports: Mutex<HashMap<u16, PortTask>>,
     bind_errors: Mutex<Vec<BindError>>,
-    /// Client connections open over all ports.
-    open: Arc<AtomicUsize>,
     refused_log: Mutex<RateLimited>,
 }
 
-/// Keeps a connection counted as open until it closes.
-struct OpenGuard(Arc<AtomicUsize>, prometheus_client::metrics::gauge::Gauge);
+/// Keeps a connection counted in `keyway_connections_open` (the count the cap is checked
+/// against) until it closes.
+struct OpenGuard(prometheus_client::metrics::gauge::Gauge);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-        self.1.dec();
+        self.0.dec();
     }
 }
 
@@ -145,14 +142,13 @@ impl Server {
             builder: Arc::new(builder),
             ports: Mutex::new(HashMap::new()),
             bind_errors: Mutex::new(Vec::new()),
-            open: Arc::new(AtomicUsize::new(0)),
             refused_log: Mutex::new(RateLimited::new(Duration::from_secs(1))),
         })
     }
 
     /// Client connections open right now, over all ports.
     pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Acquire)
+        self.gateway.metrics.connections_open.get().max(0) as usize
     }
 
     /// The request path this server feeds.
@@ -263,43 +259,45 @@ impl Server {
             format!("port {port}"),
             Some(self.gateway.metrics.accept_errors.clone()),
         );
-        let mut connections = JoinSet::new();
+        let open = Arc::new(Connections::default());
+        let watchdog = tokio::spawn(Connections::watch(
+            Arc::downgrade(&open),
+            self.options.header_read_timeout,
+        ));
+        let mut tasks = JoinSet::new();
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = accepter.accept(&listener) => accepted,
                 // Reap finished connections as they go, so the set stays small.
-                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
                 _ = stop.changed() => break,
             };
             if let Some(guard) = self.admit() {
-                self.serve(&mut connections, port, stream, peer, stop.clone(), guard);
+                self.serve(&mut tasks, &open, port, stream, peer, guard);
             }
         }
         drop(listener);
-        if !connections.is_empty() {
-            tracing::info!(
-                port,
-                connections = connections.len(),
-                "draining connections"
-            );
+        open.close_all();
+        if !tasks.is_empty() {
+            tracing::info!(port, connections = tasks.len(), "draining connections");
         }
         let drained = tokio::time::timeout(self.options.drain_timeout, async {
-            while connections.join_next().await.is_some() {}
+            while tasks.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
             tracing::warn!(port, "drain timeout reached; closing remaining connections");
-            connections.shutdown().await;
+            tasks.shutdown().await;
         }
+        watchdog.abort();
     }
 
     /// Counts a new connection in, or refuses it (closing it at once) when
     /// `max_connections` are open.
     fn admit(&self) -> Option<OpenGuard> {
-        let open = self.open.fetch_add(1, Ordering::AcqRel);
         let gauge = self.gateway.metrics.connections_open.clone();
-        gauge.inc();
-        let guard = OpenGuard(self.open.clone(), gauge);
+        let open = gauge.inc().max(0) as usize;
+        let guard = OpenGuard(gauge);
         if open < self.options.max_connections {
             return Some(guard);
         }
@@ -316,20 +314,20 @@ impl Server {
 
     fn serve(
         &self,
-        connections: &mut JoinSet<()>,
+        tasks: &mut JoinSet<()>,
+        open: &Arc<Connections>,
         port: u16,
         stream: TcpStream,
         peer: SocketAddr,
-        stop: watch::Receiver<bool>,
         guard: OpenGuard,
     ) {
         let _ = stream.set_nodelay(true);
         let gateway = self.gateway.clone();
         let info = Arc::new(ConnInfo::new(port, peer));
-        let activity = Activity::new();
-        let in_service = activity.clone();
+        let entry = open.add();
+        let control = entry.control().clone();
         let service = service_fn(move |req| {
-            let in_flight = in_service.begin();
+            let in_flight = control.begin();
             let gateway = gateway.clone();
             let info = info.clone();
             async move {
@@ -338,10 +336,10 @@ impl Server {
             }
         });
         let builder = self.builder.clone();
-        let idle_limit = self.options.header_read_timeout;
-        connections.spawn(async move {
+        tasks.spawn(async move {
             let conn = builder.serve_connection(TokioIo::new(stream), service);
-            conn::drive(conn, activity, idle_limit, stop).await;
+            conn::drive(conn, entry.control()).await;
+            drop(entry);
             drop(guard);
         });
     }

@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Method, Request, Response};
@@ -364,9 +363,4 @@ impl Gateway {
             );
         }
     }
-}
-
-/// A fixed `text/plain` body for direct responses built elsewhere in the data plane.
-pub fn text(status: http::StatusCode, body: &'static str) -> Response<Body> {
-    error::text(status, Bytes::from_static(body.as_bytes()))
 }

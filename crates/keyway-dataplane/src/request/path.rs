@@ -201,7 +201,10 @@ mod tests {
     fn decoding_never_makes_a_new_escape() {
         // `%` `%32`=`2` `%46`=`F`: decoding must not assemble `%2F`.
         assert_eq!(n("/public/..%%32%46admin", Reject), "/public/..%252Fadmin");
-        assert_eq!(n("/public/..%%32%46admin", Unescape), "/public/..%252Fadmin");
+        assert_eq!(
+            n("/public/..%%32%46admin", Unescape),
+            "/public/..%252Fadmin"
+        );
         assert_eq!(n("/x%%41", Reject), "/x%25A");
         for p in ["/public/..%%32%46admin", "/x%%41b", "/%%%", "/a%2"] {
             let once = n(p, Reject);
