@@ -63,6 +63,11 @@ struct RunArgs {
     /// Address every Gateway listener binds.
     #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
+    /// Bind a listener port of the manifests to another port: `80=8080` serves the
+    /// Gateway's port-80 listener on 8080 (manifests from a cluster, without privileges);
+    /// `=0` lets the OS choose (the log says where). Repeatable.
+    #[arg(long, value_name = "LISTENER=BIND", value_parser = parse_port_map)]
+    port_map: Vec<(u16, u16)>,
     /// Address of the admin port (/healthz, /readyz, /metrics, /config_dump, /status).
     #[arg(long, default_value = "127.0.0.1:19000")]
     admin_address: SocketAddr,
@@ -121,6 +126,18 @@ struct RunArgs {
     /// Do not watch the config paths (reload on SIGHUP only).
     #[arg(long)]
     no_watch: bool,
+}
+
+fn parse_port_map(s: &str) -> Result<(u16, u16), String> {
+    let (from, to) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected LISTENER=BIND, such as 80=8080"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("{s:?}: {p:?} is not a port number"))
+    };
+    Ok((port(from)?, port(to)?))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -220,6 +237,13 @@ fn crds() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot handle signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut compile = compile_options(&args.config);
     compile.balance = match args.lb {
         Lb::RoundRobin => Balance::RoundRobin,
@@ -239,6 +263,7 @@ async fn run(args: RunArgs) -> ExitCode {
         compile,
         server: ServerOptions {
             bind: args.bind_address,
+            port_map: args.port_map.iter().copied().collect(),
             header_read_timeout: args.header_read_timeout,
             max_header_bytes: args.max_header_bytes,
             max_connections,
@@ -283,31 +308,42 @@ async fn run(args: RunArgs) -> ExitCode {
             }
         }
     };
-    wait_for_signals(&app).await;
+    signals.serve(&app).await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     app.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
-async fn wait_for_signals(app: &App) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading configuration");
-                let _ = app.reload().await;
+/// SIGTERM, SIGINT and SIGHUP, caught from the moment `run` starts: a signal that arrives
+/// while the config loads, or just after the gateway turned ready, must not kill the process
+/// with the default action instead of draining it.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+    async fn serve(mut self, app: &App) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading configuration");
+                    let _ = app.reload().await;
+                }
             }
         }
     }

@@ -292,7 +292,7 @@ fn json_access_log_names_the_client() {
         assert_eq!(support::send(gw, Req::get("h", "/b")).await.status, 401);
     });
     let (status, logs) = bin.stop();
-    assert!(status.success());
+    assert!(status.success(), "{status:?}: {logs}");
     let access: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

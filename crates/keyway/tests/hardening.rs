@@ -732,12 +732,12 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
     let up = rt.block_on(RawUpstream::start());
     let manifests = gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
         .replace("port: 80, protocol", "port: {PORT}, protocol");
-    let bin = support::Binary::start_under(
-        &["prlimit", "--nofile=256:4096", "--"],
+    let bin = support::Binary::start_with(
         &manifests,
-        &[],
-        &[],
-        &[],
+        support::BinaryOptions {
+            wrapper: &["prlimit", "--nofile=256:4096", "--"],
+            ..Default::default()
+        },
     );
     rt.block_on(bin.ready());
     let limits = pid_limits(bin.child.id());
@@ -763,12 +763,13 @@ fn out_of_file_descriptors_the_gateway_stays_up_and_recovers() {
         .replace("port: 80, protocol", "port: {PORT}, protocol");
 
     // With the default cap, a flood of idle connections never starves the admin port.
-    let bin = support::Binary::start_under(
-        &["prlimit", "--nofile=256:256", "--"],
+    let bin = support::Binary::start_with(
         &manifests,
-        &[],
-        &["--header-read-timeout", "2s"],
-        &[],
+        support::BinaryOptions {
+            wrapper: &["prlimit", "--nofile=256:256", "--"],
+            run_args: &["--header-read-timeout", "2s"],
+            ..Default::default()
+        },
     );
     rt.block_on(async {
         bin.ready().await;
@@ -805,12 +806,13 @@ fn out_of_file_descriptors_the_gateway_stays_up_and_recovers() {
 
     // With a cap above what the descriptors allow, accepting fails: Keyway backs off,
     // logs at a bounded rate, and serves again once descriptors are free.
-    let bin = support::Binary::start_under(
-        &["prlimit", "--nofile=256:256", "--"],
+    let bin = support::Binary::start_with(
         &manifests,
-        &[],
-        &["--header-read-timeout", "2s", "--max-connections", "100000"],
-        &[],
+        support::BinaryOptions {
+            wrapper: &["prlimit", "--nofile=256:256", "--"],
+            run_args: &["--header-read-timeout", "2s", "--max-connections", "100000"],
+            ..Default::default()
+        },
     );
     let flooded = rt.block_on(async {
         bin.ready().await;
@@ -857,7 +859,14 @@ fn a_stalled_log_output_never_stalls_requests() {
     let manifests = gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
         .replace("port: 80, protocol", "port: {PORT}, protocol");
     // stderr is a pipe nobody reads until the end: it fills after a few hundred lines.
-    let bin = support::Binary::start(&manifests, &[], &[("KEYWAY_LOG_BUFFER_LINES", "64")]);
+    let bin = support::Binary::start_with(
+        &manifests,
+        support::BinaryOptions {
+            env: &[("KEYWAY_LOG_BUFFER_LINES", "64")],
+            stall_stderr: true,
+            ..Default::default()
+        },
+    );
     rt.block_on(async {
         bin.ready().await;
         let stream = tokio::net::TcpStream::connect(bin.gateway).await.unwrap();

@@ -396,8 +396,16 @@ async fn rotations_apply(h: &Harness, mut rotate: impl FnMut(&str)) {
         assert_eq!(status_with(h, &new).await, 200, "rotation {i}");
     }
     took.sort();
-    assert!(took[9] < Duration::from_secs(1), "slowest rotation {:?}", took[9]);
-    assert!(took[5] < Duration::from_millis(300), "median rotation {:?}", took[5]);
+    assert!(
+        took[9] < Duration::from_secs(1),
+        "slowest rotation {:?}",
+        took[9]
+    );
+    assert!(
+        took[5] < Duration::from_millis(300),
+        "median rotation {:?}",
+        took[5]
+    );
 }
 
 /// A Gateway, route and policy in one volume; the keys in another.

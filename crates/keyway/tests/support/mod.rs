@@ -300,48 +300,70 @@ pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
     (socket, addr)
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The `keyway` binary running `run` on manifests in a temporary directory.
+///
+/// The gateway binds its listener (the manifests' `{PORT}`) and its admin port on ports the
+/// OS picks (`--port-map`, `--admin-address 127.0.0.1:0`), and the addresses are read back
+/// from its log: no port is picked by the test and released for someone else to take.
+/// Output is drained while the process runs (a full pipe would stall it) and returned by
+/// [`Binary::stop`]; dropping a `Binary` kills the process.
 pub struct Binary {
     pub child: std::process::Child,
-    /// Where the (single) Gateway listener is bound: the manifests' `{PORT}`.
+    /// Where the (single) Gateway listener is bound.
     pub gateway: SocketAddr,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
+    output: Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<Option<std::process::ChildStderr>>>,
+}
+
+/// The listener port the manifests' `{PORT}` stands for (mapped to a free port).
+pub const LISTENER_PORT: u16 = 18080;
+
+/// How to start a [`Binary`].
+#[derive(Default)]
+pub struct BinaryOptions<'a> {
+    /// A command to run keyway under (`["prlimit", "--nofile=256:256", "--"]`).
+    pub wrapper: &'a [&'a str],
+    /// Arguments before `run` (`--log-format json`).
+    pub global: &'a [&'a str],
+    /// Arguments after `run`'s own.
+    pub run_args: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+    /// Stop reading stderr once the addresses are known, so the pipe fills and stays full.
+    pub stall_stderr: bool,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Binary {
-    /// Writes `manifests` (with `{PORT}` replaced by a free port) and starts
-    /// `keyway [global] run --config DIR ...` with `env`; logs are captured.
+    /// Writes `manifests` and starts `keyway [global] run --config DIR ...` with `env`.
     pub fn start(manifests: &str, global: &[&str], env: &[(&str, &str)]) -> Binary {
-        Self::start_under(&[], manifests, global, &[], env)
+        Self::start_with(
+            manifests,
+            BinaryOptions {
+                global,
+                env,
+                ..Default::default()
+            },
+        )
     }
 
-    /// As [`Binary::start`], run under `wrapper` (`["prlimit", "--nofile=256:256", "--"]`)
-    /// and with `run_args` after `run`'s own.
-    pub fn start_under(
-        wrapper: &[&str],
-        manifests: &str,
-        global: &[&str],
-        run_args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Binary {
-        let (port, admin) = (free_port(), free_port());
+    /// As [`Binary::start`], with every option.
+    pub fn start_with(manifests: &str, o: BinaryOptions<'_>) -> Binary {
+        use std::io::BufRead;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("manifests.yaml"),
-            manifests.replace("{PORT}", &port.to_string()),
+            manifests.replace("{PORT}", &LISTENER_PORT.to_string()),
         )
         .unwrap();
-        let mut cmd = match wrapper.split_first() {
+        let mut cmd = match o.wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = std::process::Command::new(program);
                 c.args(args).arg(env!("CARGO_BIN_EXE_keyway"));
@@ -349,40 +371,102 @@ impl Binary {
             }
             None => std::process::Command::new(env!("CARGO_BIN_EXE_keyway")),
         };
-        cmd.args(global)
+        cmd.args(o.global)
             .args(["run", "--config"])
             .arg(dir.path())
             .args([
                 "--bind-address",
                 "127.0.0.1",
                 "--admin-address",
-                &format!("127.0.0.1:{admin}"),
+                "127.0.0.1:0",
+                "--port-map",
+                &format!("{LISTENER_PORT}=0"),
             ])
-            .args(run_args)
+            .args(o.run_args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        for (k, v) in env {
+        for (k, v) in o.env {
             cmd.env(k, v);
         }
+        let mut child = cmd.spawn().unwrap();
+        let output: Arc<std::sync::Mutex<String>> = Arc::default();
+        let (found_tx, found_rx) = std::sync::mpsc::channel::<(bool, SocketAddr)>();
+        let stderr = child.stderr.take().unwrap();
+        let stall = o.stall_stderr;
+        let out = output.clone();
+        let err_reader = std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stderr);
+            let (mut gateway, mut admin) = (false, false);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+                out.lock().unwrap().push_str(&line);
+                if let Some(addr) = logged_addr(&line, "admin listening") {
+                    admin = true;
+                    let _ = found_tx.send((false, addr));
+                } else if line.contains(&format!("port={LISTENER_PORT}"))
+                    || line.contains(&format!("\"port\":{LISTENER_PORT}"))
+                {
+                    if let Some(addr) = logged_addr(&line, "listening") {
+                        gateway = true;
+                        let _ = found_tx.send((true, addr));
+                    }
+                }
+                if stall && gateway && admin {
+                    return Some(reader.into_inner());
+                }
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let out = output.clone();
+        let out_reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut o = out.lock().unwrap();
+                o.push_str(&line);
+                o.push('\n');
+            }
+            None
+        });
+        let (mut gateway, mut admin) = (None, None);
+        while gateway.is_none() || admin.is_none() {
+            match found_rx.recv_timeout(Duration::from_secs(10)) {
+                Ok((true, a)) => gateway = Some(a),
+                Ok((false, a)) => admin = Some(a),
+                Err(_) => panic!(
+                    "keyway did not report its addresses within 10 s:\n{}",
+                    output.lock().unwrap()
+                ),
+            }
+        }
         Binary {
-            child: cmd.spawn().unwrap(),
-            gateway: format!("127.0.0.1:{port}").parse().unwrap(),
-            admin: format!("127.0.0.1:{admin}").parse().unwrap(),
+            child,
+            gateway: gateway.unwrap(),
+            admin: admin.unwrap(),
             dir,
+            output,
+            readers: vec![err_reader, out_reader],
         }
     }
 
     /// Waits (up to 10 s) until `/readyz` answers 200.
     pub async fn ready(&self) {
         for _ in 0..200 {
-            if TcpStream::connect(self.admin).await.is_ok()
-                && send(self.admin, Req::get("l", "/readyz")).await.status == 200
-            {
+            if send(self.admin, Req::get("l", "/readyz")).await.status == 200 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("keyway never became ready");
+    }
+
+    /// Everything printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
     }
 
     /// Sends a signal (`TERM`, `HUP`, ...).
@@ -394,25 +478,40 @@ impl Binary {
     }
 
     /// Sends SIGTERM, waits for exit, and returns the exit status and everything printed.
-    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
-        use std::io::Read;
+    pub fn stop(self) -> (std::process::ExitStatus, String) {
         self.signal("TERM");
-        let status = self.child.wait().unwrap();
-        let mut out = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        (status, out)
+        self.wait()
     }
+
+    /// Waits for the process to exit by itself; returns its status and everything printed.
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        use std::io::Read;
+        let status = self.child.wait().unwrap();
+        for r in std::mem::take(&mut self.readers) {
+            if let Some(mut held) = r.join().unwrap() {
+                let mut rest = String::new();
+                let _ = held.read_to_string(&mut rest);
+                self.output.lock().unwrap().push_str(&rest);
+            }
+        }
+        (status, self.output())
+    }
+}
+
+/// The `addr=` of a log line with `message` (text or JSON format).
+fn logged_addr(line: &str, message: &str) -> Option<SocketAddr> {
+    if !line.contains(message) {
+        return None;
+    }
+    let at = line
+        .find("addr=")
+        .map(|i| i + 5)
+        .or_else(|| line.find("\"addr\":\"").map(|i| i + 8))?;
+    let rest = &line[at..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '"')
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// Writes `bytes` on a new connection to `addr` and reads what comes back until the server
