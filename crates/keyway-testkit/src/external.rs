@@ -44,11 +44,15 @@ impl External {
             .collect()
     }
 
+    /// Waits until the program listens, and learns on which port.
     fn wait_listening(mut self, what: &str) -> External {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if TcpStream::connect(self.addr).is_ok() {
-                return self;
+            if let Some(port) = listening_port(self.child.id()) {
+                self.addr = SocketAddr::from(([127, 0, 0, 1], port));
+                if TcpStream::connect(self.addr).is_ok() {
+                    return self;
+                }
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
@@ -58,16 +62,45 @@ impl External {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("{what} did not listen on {} within 10 s", self.addr);
+        panic!("{what} did not listen within 10 s");
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+/// The port a process listens on: its TCP socket in state LISTEN, found through its open
+/// files, so a test never has to pick a port and hope nobody takes it meanwhile.
+pub fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).ok()?;
+    table.lines().skip(1).find_map(|row| {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        // `local_address` is HEXIP:HEXPORT, state 0A is LISTEN, the inode is column 9.
+        let (local, state, inode) = (cols.get(1)?, cols.get(3)?, cols.get(9)?);
+        if *state != "0A" || !inodes.iter().any(|i| i == inode) {
+            return None;
+        }
+        u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
+    })
+}
+
+/// A loopback port reserved for a program that cannot be told to use port 0 (nginx): a
+/// socket bound with `SO_REUSEPORT` and never listening holds the port, so the OS hands it
+/// to nobody else, while the program binds it too with `reuseport`. Drop it once the
+/// program listens.
+fn reserved_port() -> (tokio::net::TcpSocket, u16) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseport(true).expect("SO_REUSEPORT");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    (socket, port)
 }
 
 /// The path of a program, from `PATH` or the usual system directories.
@@ -100,13 +133,13 @@ pub fn nginx(files: &[(&str, &str)]) -> External {
     let d = dir.path();
     write_files(&d.join("html"), files);
     std::fs::create_dir_all(d.join("tmp")).expect("mkdir");
-    let port = free_port();
+    let (reservation, port) = reserved_port();
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\n\
          events {{ worker_connections 64; }}\n\
          http {{\n  log_format raw '$request|$uri';\n  access_log {d}/access.log raw;\n\
            client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n\
-           server {{\n    listen 127.0.0.1:{port};\n    root {d}/html;\n    location / {{ default_type text/plain; }}\n  }}\n}}\n",
+           server {{\n    listen 127.0.0.1:{port} reuseport;\n    root {d}/html;\n    location / {{ default_type text/plain; }}\n  }}\n}}\n",
         d = d.display()
     );
     std::fs::write(d.join("nginx.conf"), conf).expect("write conf");
@@ -119,24 +152,25 @@ pub fn nginx(files: &[(&str, &str)]) -> External {
         .stderr(Stdio::null())
         .spawn()
         .expect("start nginx");
-    External {
+    let nginx = External {
         child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         dir,
     }
-    .wait_listening("nginx")
+    .wait_listening("nginx");
+    drop(reservation);
+    nginx
 }
 
 /// Python's `http.server` serving `files` from its directory.
 pub fn python_http_server(files: &[(&str, &str)]) -> External {
     let dir = tempfile::tempdir().expect("tempdir");
     write_files(&dir.path().join("html"), files);
-    let port = free_port();
     let child = Command::new(program("python3"))
         .args([
             "-m",
             "http.server",
-            &port.to_string(),
+            "0",
             "--bind",
             "127.0.0.1",
             "--directory",
@@ -148,7 +182,7 @@ pub fn python_http_server(files: &[(&str, &str)]) -> External {
         .expect("start python3 -m http.server");
     External {
         child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         dir,
     }
     .wait_listening("python3 -m http.server")

@@ -240,8 +240,7 @@ async fn connections_above_the_limit_are_closed_at_once_and_others_still_served(
     for _ in 0..20 {
         held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(h.app.server.open_connections(), 20);
+    wait_until(|| h.app.server.open_connections() == 20).await;
     // The 21st is accepted and closed straight away: EOF, no hanging in the backlog.
     let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 16];
@@ -259,7 +258,7 @@ async fn connections_above_the_limit_are_closed_at_once_and_others_still_served(
     assert_eq!(h.admin("/readyz").await.status, 200);
     // Once the silent ones time out, new clients are served again.
     drop(held);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(|| h.app.server.open_connections() == 0).await;
     assert_eq!(h.get(80, "h", "/").await.status, 200);
 }
 

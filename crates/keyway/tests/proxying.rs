@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use keyway_testkit::raw::{RawUpstream, Reply};
 use support::{service, upstream, Harness, Req};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -421,10 +422,11 @@ async fn readyz_is_503_while_a_listener_port_cannot_be_bound() {
 
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
-    let h = start_with_upstream(upstream().await).await;
+    let up = RawUpstream::with(|_| Reply::ok().after(Duration::from_millis(700))).await;
+    let h = start_with_upstream(up.addr()).await;
     let addr = h.addr(80);
-    let in_flight = tokio::spawn(support::send(addr, Req::get("example.test", "/delay/700")));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let in_flight = tokio::spawn(support::send(addr, Req::get("example.test", "/")));
+    up.wait_for(1).await;
     let started = std::time::Instant::now();
     h.app.shutdown().await;
     let r = in_flight.await.unwrap();
@@ -440,17 +442,16 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
 #[test]
 fn the_binary_exits_0_on_sigterm_after_draining() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let up = rt.block_on(upstream());
-    let m = gateway_and_route(&service("default", "app", &[up]))
+    let up = rt.block_on(RawUpstream::with(|_| {
+        Reply::ok().after(Duration::from_millis(500))
+    }));
+    let m = gateway_and_route(&service("default", "app", &[up.addr()]))
         .replace("port: 80, protocol", "port: {PORT}, protocol");
     let bin = support::Binary::start(&m, &[], &[]);
     rt.block_on(async {
         bin.ready().await;
-        let slow = tokio::spawn(support::send(
-            bin.gateway,
-            Req::get("example.test", "/delay/500"),
-        ));
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        let slow = tokio::spawn(support::send(bin.gateway, Req::get("example.test", "/")));
+        up.wait_for(1).await;
         bin.signal("TERM");
         assert_eq!(
             slow.await.unwrap().status,
@@ -607,11 +608,14 @@ async fn counting_upstream(per_conn: usize) -> (SocketAddr, Arc<AtomicUsize>) {
                             Ok(n) => got.extend_from_slice(&buf[..n]),
                         }
                     }
-                    let body = b"{\"server\": \"counting\"}";
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                    if s.write_all(head.as_bytes()).await.is_err()
-                        || s.write_all(body).await.is_err()
-                    {
+                    // One write: a head and a body in two small writes wait on Nagle and
+                    // the peer's delayed ACK.
+                    let body = "{\"server\": \"counting\"}";
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(response.as_bytes()).await.is_err() {
                         return;
                     }
                 }
