@@ -226,22 +226,29 @@ impl Resp {
 
 /// Sends one HTTP/1.1 request on a fresh connection and reads the whole response.
 pub async fn send(addr: SocketAddr, req: Req) -> Resp {
-    let stream = TcpStream::connect(addr).await.unwrap();
+    try_send(addr, req)
+        .await
+        .unwrap_or_else(|e| panic!("{addr}: {e}"))
+}
+
+/// As [`send`], reporting a refused, reset or timed-out exchange instead of panicking.
+pub async fn try_send(addr: SocketAddr, req: Req) -> Result<Resp, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .unwrap();
+        .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req.build()))
         .await
-        .expect("response within 30s")
-        .unwrap();
+        .map_err(|_| "no response within 30 s".to_string())?
+        .map_err(|e| e.to_string())?;
     let (parts, body) = resp.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    Resp {
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Resp {
         status: parts.status,
         headers: parts.headers,
         body,
-    }
+    })
 }
 
 /// Counts which upstream answered, by the port the echo reports as the Host it was sent to.
