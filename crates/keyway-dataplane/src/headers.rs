@@ -2,15 +2,16 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, and the proxy
+/// credentials of §11.7). `Trailer` is not one of them: it declares the trailer fields of
+/// the message end to end, and the upstream connection only sends trailers it declares.
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     header::TE,
-    header::TRAILER,
     header::UPGRADE,
 ];
 
@@ -74,10 +75,13 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
 ///   the way out (chunked, or by the `Content-Length` the client's body was checked
 ///   against), so the client's list of codings (`identity, chunked`, two `chunked` lines)
 ///   must not travel on;
+/// - `Expect: 100-continue` was answered to the client already (the body is read only
+///   once it is forwarded); the upstream gets the body straight away, not the expectation;
 /// - HTTP/2 splits cookies into one field per crumb; HTTP/1.1 allows one `Cookie` line,
 ///   so several are joined with `; ` (RFC 9113 §8.2.3).
 pub fn prepare_for_upstream(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::EXPECT);
     let mut cookies = headers.get_all(header::COOKIE).iter();
     if let (Some(_), Some(_)) = (cookies.next(), cookies.next()) {
         let mut joined = Vec::with_capacity(256);

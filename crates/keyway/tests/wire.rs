@@ -1,0 +1,251 @@
+//! What the upstream receives, byte for byte: read off a socket by the raw recorder, never
+//! through an HTTP library that could join, sort, re-case or re-frame it on the way.
+
+mod support;
+
+use std::time::Duration;
+
+use keyway_testkit::raw::{Captured, RawUpstream, Reply};
+use support::{gateway_with_rules, raw_exchange, Harness};
+
+/// A Gateway whose policy reads the key from a header, a query parameter and a cookie, sets
+/// `x-client-id`, and (unless `forward`) strips the key.
+async fn keyed(up: &RawUpstream, forward: bool) -> Harness {
+    Harness::start(&format!(
+        "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{alice: k-alice-1}}\n---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  apiKeyAuth:\n    secretRef: {{name: keys}}\n    keySources: [{{header: x-api-key}}, {{query: api_key}}, {{cookie: auth}}]\n    clientIdHeader: x-client-id\n    forwardCredential: {forward}\n",
+        gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
+    ))
+    .await
+}
+
+/// Sends `request` (with `connection: close` added) and returns what the upstream got.
+async fn through(h: &Harness, up: &RawUpstream, request: &str) -> (Vec<u16>, Captured) {
+    let before = up.requests().len();
+    let request = request.replacen("\r\n", "\r\nconnection: close\r\n", 1);
+    let raw = raw_exchange(h.addr(80), request.as_bytes(), Duration::from_secs(5)).await;
+    let statuses = support::statuses(&raw);
+    let seen = up.requests();
+    assert_eq!(
+        seen.len(),
+        before + 1,
+        "one request upstream; client got {statuses:?}"
+    );
+    (statuses, seen[before].clone())
+}
+
+#[tokio::test]
+async fn path_and_query_bytes_and_version_are_forwarded_exactly() {
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, false).await;
+    let (st, seen) = through(
+        &h,
+        &up,
+        "GET /a%20b/c%3Fd;p=1?x=%2F%20&y=a+b&&z&api_key=k-alice-1&w=%E2%82%AC HTTP/1.1\r\nhost: h\r\n\r\n",
+    )
+    .await;
+    assert_eq!(st, [200]);
+    // Only the key parameter is gone; every other byte of the query is as sent, in order.
+    assert_eq!(
+        seen.request_line,
+        "GET /a%20b/c%3Fd;p=1?x=%2F%20&y=a+b&&z&w=%E2%82%AC HTTP/1.1"
+    );
+    // HTTP/1.0 clients are forwarded as HTTP/1.1 (Keyway frames the upstream request).
+    let (st, seen) = through(
+        &h,
+        &up,
+        "GET /ten HTTP/1.0\r\nhost: h\r\nx-api-key: k-alice-1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(st, [200]);
+    assert_eq!(seen.version(), "HTTP/1.1");
+}
+
+#[tokio::test]
+async fn duplicate_header_lines_stay_separate_and_in_order() {
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, false).await;
+    let (_, seen) = through(
+        &h,
+        &up,
+        "GET / HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\nx-dup: 1\r\nX-Dup: two, 2\r\nx-dup: 3\r\naccept: a/b\r\n\r\n",
+    )
+    .await;
+    assert_eq!(seen.header_all("x-dup"), ["1", "two, 2", "3"]);
+    assert_eq!(seen.header_all("accept"), ["a/b"]);
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_and_those_connection_names_never_arrive() {
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, false).await;
+    let (_, seen) = through(
+        &h,
+        &up,
+        "GET / HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\nconnection: keep-alive, x-private, x-client-id\r\nkeep-alive: timeout=5\r\nproxy-connection: keep-alive\r\nproxy-authorization: Basic abc\r\nte: trailers\r\nupgrade: websocket\r\nx-private: secret\r\nx-kept: yes\r\n\r\n",
+    )
+    .await;
+    for gone in [
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "upgrade",
+        "x-private",
+    ] {
+        assert_eq!(seen.header_all(gone), Vec::<String>::new(), "{gone}");
+    }
+    // `Connection` naming the client-id header cannot remove what Keyway sets.
+    assert_eq!(seen.header_all("x-client-id"), ["alice"]);
+    assert_eq!(seen.header_all("x-kept"), ["yes"]);
+    // hyper adds its own `connection` only when it means to close; never the client's.
+    assert!(seen
+        .header_all("connection")
+        .iter()
+        .all(|v| !v.contains("x-private")));
+}
+
+#[tokio::test]
+async fn the_key_is_stripped_from_every_source_and_only_it() {
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, false).await;
+    let (st, seen) = through(
+        &h,
+        &up,
+        "GET /p?a=1&api_key=k-alice-1&b=2 HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\ncookie: x=1; auth=k-alice-1; y=2\r\ncookie: auth=k-alice-1\r\nx-client-id: forged\r\n\r\n",
+    )
+    .await;
+    assert_eq!(st, [200]);
+    assert_eq!(seen.request_line, "GET /p?a=1&b=2 HTTP/1.1");
+    assert_eq!(seen.header_all("x-api-key"), Vec::<String>::new());
+    assert_eq!(seen.header_all("cookie"), ["x=1; y=2"]);
+    assert_eq!(seen.header_all("x-client-id"), ["alice"]);
+    let head = String::from_utf8_lossy(&seen.head).into_owned();
+    assert!(!head.contains("k-alice-1"), "{head}");
+
+    // forwardCredential keeps all of it.
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, true).await;
+    let (_, seen) = through(
+        &h,
+        &up,
+        "GET /p?api_key=k-alice-1 HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\ncookie: auth=k-alice-1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(seen.request_line, "GET /p?api_key=k-alice-1 HTTP/1.1");
+    assert_eq!(seen.header_all("x-api-key"), ["k-alice-1"]);
+    assert_eq!(seen.header_all("cookie"), ["auth=k-alice-1"]);
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_set_as_envoy_sets_them() {
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, false).await;
+    let (_, seen) = through(
+        &h,
+        &up,
+        "GET / HTTP/1.1\r\nhost: h:8080\r\nx-api-key: k-alice-1\r\nx-forwarded-proto: https\r\nx-request-id: my-id-1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(seen.header_all("host"), ["h:8080"]);
+    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(
+        seen.header_all("x-forwarded-proto"),
+        ["http"],
+        "the client's is overwritten"
+    );
+    assert_eq!(
+        seen.header_all("x-request-id"),
+        ["my-id-1"],
+        "an incoming id is kept"
+    );
+    let (_, seen) = through(
+        &h,
+        &up,
+        "GET / HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\n\r\n",
+    )
+    .await;
+    let id = seen.header("x-request-id").unwrap();
+    assert_eq!(id.len(), 36, "a UUID is generated: {id}");
+}
+
+#[tokio::test]
+async fn chunked_bodies_arrive_with_their_trailers() {
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, false).await;
+    let (st, seen) = through(
+        &h,
+        &up,
+        "POST /t HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\ntransfer-encoding: chunked\r\ntrailer: x-checksum\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n",
+    )
+    .await;
+    assert_eq!(st, [200]);
+    assert_eq!(seen.body, b"hello");
+    assert_eq!(seen.header_all("transfer-encoding"), ["chunked"]);
+    let framed = String::from_utf8_lossy(&seen.body_framed).into_owned();
+    assert!(
+        framed.ends_with("0\r\nx-checksum: abc\r\n\r\n"),
+        "{framed:?}"
+    );
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_by_keyway_and_not_passed_on() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, false).await;
+    let mut s = tokio::net::TcpStream::connect(h.addr(80)).await.unwrap();
+    s.write_all(b"PUT /up HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\nexpect: 100-continue\r\ncontent-length: 5\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // The client waits for the interim response before it sends the body.
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("a 100 Continue")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    s.write_all(b"hello").await.unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(support::statuses(&rest), [200]);
+    let seen = up.only();
+    assert_eq!(seen.body, b"hello");
+    assert_eq!(seen.header_all("expect"), Vec::<String>::new());
+
+    // Refused before the body is sent: no 100, no body read, nothing upstream.
+    let raw = raw_exchange(
+        h.addr(80),
+        b"PUT /up HTTP/1.1\r\nhost: h\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n",
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(support::statuses(&raw), [401]);
+    assert_eq!(up.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn upstream_responses_come_back_as_sent_but_for_hop_by_hop() {
+    let up = RawUpstream::with(|_| {
+        Reply::raw("HTTP/1.1 201 Created\r\nx-a: 1\r\nX-A: 2\r\nconnection: x-secret\r\nx-secret: s\r\nkeep-alive: timeout=9\r\ncontent-length: 4\r\n\r\nmade")
+    })
+    .await;
+    let h = keyed(&up, false).await;
+    let raw = raw_exchange(
+        h.addr(80),
+        b"GET / HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 201 created\r\n"), "{text}");
+    assert_eq!(text.matches("\r\nx-a: ").count(), 2, "{text}");
+    assert!(
+        !text.contains("x-secret") && !text.contains("keep-alive"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\nmade"), "{text}");
+}
