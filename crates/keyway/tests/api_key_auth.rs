@@ -630,6 +630,7 @@ async fn key_in_two_sources_and_repeated_sources() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.upstream_query(), "z=1");
+    assert_eq!(r.upstream_header("x-key"), None);
     // Header wrong, query right: the header is chosen, so it is refused.
     assert_eq!(
         code(

@@ -497,7 +497,9 @@ fn check_status(h: &Harness, st: &Value, gw: &str) -> Option<String> {
             return None;
         }
         let (ns, name) = obj.split_once('/').unwrap();
-        let g = report.get(keyway_model::Kind::Gateway, ns, name)?;
+        let Some(g) = report.get(keyway_model::Kind::Gateway, ns, name) else {
+            return Some(format!("no status for Gateway {obj}"));
+        };
         if st["check"].as_str() == Some("zero_attached_routes") {
             let n: u32 = g.sections.iter().filter_map(|s| s.attached_routes).sum();
             return (n != 0).then(|| format!("Gateway {obj} has {n} attached routes, want 0"));
@@ -510,6 +512,12 @@ fn check_status(h: &Harness, st: &Value, gw: &str) -> Option<String> {
                 Some(l) => s.section == format!("listener {l}"),
             })
             .collect();
+        if listeners.is_empty() {
+            return Some(format!(
+                "Gateway {obj} has no listener {:?}",
+                st["listener"].as_str().unwrap_or("*")
+            ));
+        }
         for l in listeners {
             if let Some(want) = st["attached_routes"].as_u64() {
                 if l.attached_routes != Some(want as u32) {
@@ -550,10 +558,15 @@ fn check_status(h: &Harness, st: &Value, gw: &str) -> Option<String> {
     if parent != gw {
         return None;
     }
-    let section = route
+    let Some(section) = route
         .sections
         .iter()
-        .find(|s| s.section.starts_with(&format!("parent Gateway {parent}")))?;
+        .find(|s| s.section.starts_with(&format!("parent Gateway {parent}")))
+    else {
+        return Some(format!(
+            "HTTPRoute {obj} has no status for parent Gateway {parent}"
+        ));
+    };
     let t = s(&st["type"]);
     let Some(c) = section.conditions.iter().find(|c| c.type_ == t) else {
         return Some(format!(

@@ -71,11 +71,16 @@ async fn editing_a_secret_revokes_and_adds_keys() {
     let up = upstream().await;
     let h = Harness::start_watching(&manifests(up, "a: k-old", "")).await;
     assert_eq!(status_with(&h, "k-old").await, 200);
+    let start = Instant::now();
     std::fs::write(h.config_path(), manifests(up, "a: k-new", "")).unwrap();
     assert!(
         eventually(|| async { status_with(&h, "k-old").await == 401 }).await,
         "old key revoked"
     );
+    // The README promises tens of milliseconds (measured in the benchmarks); a test run
+    // shares the machine with others, so it holds the gateway to half a second.
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(500), "revoked after {took:?}");
     assert_eq!(status_with(&h, "k-new").await, 200);
     assert!(h.app.state.generation() >= 2);
 }
