@@ -41,6 +41,17 @@ pub enum Auth {
     },
 }
 
+impl Auth {
+    /// The policy that decides this authentication, if any (for metrics and logs).
+    pub fn policy_name(&self) -> Option<&Arc<str>> {
+        match self {
+            Auth::None => None,
+            Auth::ApiKey { policy } => Some(&policy.name),
+            Auth::Invalid { policy } => Some(policy),
+        }
+    }
+}
+
 /// Hashes a [`KeyDigest`] by taking 8 of its bytes: the input is already a uniform
 /// cryptographic hash, so running SipHash over it again buys nothing.
 #[derive(Default)]

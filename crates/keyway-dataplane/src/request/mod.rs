@@ -3,13 +3,14 @@
 //! 1. [`normalize`]: one host, one path (header count, `Host`, dot segments, escaped slashes);
 //! 2. strip connection-level headers ([`crate::headers::strip_hop_by_hop`]);
 //! 3. [`route`]: listener by host, then the first matching route;
-//! 4. method check (`CONNECT` only where a route asks for it);
-//! 5. [`auth`]: identity headers removed, then the route's API key check;
+//! 4. and 5. [`access`]: `CONNECT` only where a route asks for it, identity headers
+//!    removed, then the route's API key check ([`auth`]);
 //! 6. act: a direct answer, a redirect ([`redirect`]), or [`forward`] to an upstream.
 //!
 //! A phase that ends the request returns a [`ProxyError`]; `handle` turns it into the
 //! response and the access-log reason in one place, then records metrics and the log line.
 
+pub mod access;
 pub mod auth;
 pub mod error;
 mod forward;
@@ -25,15 +26,16 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::header::HeaderValue;
 use http::request::Parts;
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use hyper::body::Incoming;
-use keyway_store::{Action, Auth, Config};
+use keyway_store::{Action, Config};
 
 use crate::body::Body;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::{AllowedLabels, DeniedLabels, Metrics, RequestLabels};
 use crate::upstream::endpoints::Registry;
 use crate::upstream::{PoolOptions, UpstreamClient};
+use access::Access;
 pub use error::{ProxyError, UNAUTHORIZED_BODY};
 pub use path::EscapedSlashes;
 use route::Routed;
@@ -241,30 +243,11 @@ impl Gateway {
         outcome.gateway = Some(listener.gateway.clone());
         outcome.route = Some(route.route.clone());
 
-        // 4. CONNECT opens a tunnel; only a route that names the method asked for one.
-        if parts.method == Method::CONNECT
-            && route.matcher.method.as_ref() != Some(&Method::CONNECT)
-        {
-            return Err(ProxyError::MethodNotAllowed);
-        }
-
-        // 5. Authenticate. A header through which a policy on this Gateway asserts
-        // identity never reaches the upstream as the client sent it.
-        for h in &listener.identity_headers {
-            parts.headers.remove(h);
-        }
-        match &route.auth {
-            Auth::None => {}
-            Auth::Invalid { policy } => {
-                outcome.policy = Some(policy.clone());
-                return Err(ProxyError::InvalidPolicy);
-            }
-            Auth::ApiKey { policy } => {
-                outcome.policy = Some(policy.name.clone());
-                let client = auth::authenticate(policy, parts).map_err(ProxyError::Unauthorized)?;
-                self.count_allowed(&policy.name, client);
-                outcome.client = Some(client.clone());
-            }
+        // 4 and 5. Access: the method, identity headers, the route's API key check.
+        outcome.policy = route.auth.policy_name().cloned();
+        if let Access::Client { policy, client } = access::check(listener, route, parts)? {
+            self.count_allowed(policy, client);
+            outcome.client = Some(client.clone());
         }
 
         // 6. Act.
