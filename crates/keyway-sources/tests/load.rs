@@ -4,9 +4,13 @@ use std::path::PathBuf;
 
 use keyway_sources::files::{load, load_str};
 
+/// `../shared/testdata`, or `KEYWAY_SHARED_TESTDATA` when the tree is copied elsewhere.
 fn shared(dir: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata")
+    std::env::var_os("KEYWAY_SHARED_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata")
+        })
         .join(dir)
 }
 

@@ -260,10 +260,14 @@ pub fn tally<K: Ord>(keys: impl IntoIterator<Item = K>) -> BTreeMap<K, usize> {
     m
 }
 
-/// The shared upstream test manifests (`../shared/testdata`).
+/// The shared upstream test manifests (`../shared/testdata`, or `KEYWAY_SHARED_TESTDATA`
+/// when the tree is copied elsewhere, as mutation testing does).
 pub fn shared_testdata(rel: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata")
+    let path = std::env::var_os("KEYWAY_SHARED_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata")
+        })
         .join(rel);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
