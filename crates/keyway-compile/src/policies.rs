@@ -339,18 +339,13 @@ fn compile_one(
 
     // Authentication effect.
     let effect = match &spec.api_key_auth {
-        Some(ak) => {
-            let built = api_key_auth(ctx, key, &name, ak, &mut errors);
-            Some(if errors.is_empty() {
-                built.unwrap_or(Auth::Invalid {
-                    policy: name.clone(),
-                })
-            } else {
-                Auth::Invalid {
-                    policy: name.clone(),
-                }
-            })
-        }
+        // Any problem anywhere in the policy, in `apiKeyAuth` or not, fails it closed.
+        Some(ak) => Some(match api_key_auth(ctx, key, &name, ak, &mut errors) {
+            Some(auth) if errors.is_empty() => auth,
+            _ => Auth::Invalid {
+                policy: name.clone(),
+            },
+        }),
         None if !errors.is_empty() => Some(Auth::Invalid {
             policy: name.clone(),
         }),
@@ -517,8 +512,8 @@ fn valid_target_kind(kind: &str) -> bool {
     matches!(kind, "Gateway" | "HTTPRoute" | "GRPCRoute") || kind.ends_with("ListenerSet")
 }
 
-/// Compiles `apiKeyAuth`; on any problem pushes a message (never containing a key) and
-/// returns `None`.
+/// Compiles `apiKeyAuth`, pushing a message (never containing a key) for every problem;
+/// `None` when nothing could be built. The caller fails the policy closed on any message.
 fn api_key_auth(
     ctx: &Context<'_>,
     key: &ObjectKey,
@@ -526,7 +521,6 @@ fn api_key_auth(
     ak: &ApiKeyAuth,
     errors: &mut Vec<String>,
 ) -> Option<Auth> {
-    let before = errors.len();
     if ak.is_null {
         errors.push(
             "spec.apiKeyAuth: present but empty (null); set one of secretRef, secretSelector or disable"
@@ -623,9 +617,6 @@ fn api_key_auth(
     // Secrets.
     let secrets = secrets(ctx, key, ak, errors);
     let credentials = credentials(&secrets, errors);
-    if errors.len() > before {
-        return None;
-    }
     Some(Auth::ApiKey {
         policy: Arc::new(ApiKeyPolicy {
             name: name.clone(),

@@ -118,3 +118,73 @@ fn ser_opt_name<S: Serializer>(n: &Option<HeaderName>, s: S) -> Result<S::Ok, S:
 fn ser_count<S: Serializer>(c: &Credentials, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(c.len() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    fn policy() -> ApiKeyPolicy {
+        let mut credentials = Credentials::default();
+        credentials.insert(digest(b"k-1"), Arc::from("alice"));
+        credentials.insert(digest(b"k-2"), Arc::from("bob"));
+        ApiKeyPolicy {
+            name: Arc::from("apps/p"),
+            headers: Vec::new(),
+            queries: Vec::new(),
+            cookies: Vec::new(),
+            forward_credential: false,
+            client_id_header: None,
+            credentials,
+        }
+    }
+
+    #[test]
+    fn digests_are_the_first_128_bits_of_sha256() {
+        // `printf k-1 | sha256sum | cut -c1-32`
+        assert_eq!(
+            digest(b"k-1"),
+            [124, 53, 197, 161, 120, 93, 32, 112, 78, 68, 213, 222, 75, 235, 129, 193]
+        );
+        assert_ne!(digest(b"k-1"), digest(b"k-2"));
+    }
+
+    #[test]
+    fn a_key_finds_its_client_and_nothing_else_does() {
+        let p = policy();
+        assert_eq!(p.client_for(b"k-1").map(|c| c.as_ref()), Some("alice"));
+        assert_eq!(p.client_for(b"k-2").map(|c| c.as_ref()), Some("bob"));
+        assert_eq!(p.client_for(b"k-3"), None);
+        assert_eq!(p.client_for(b"K-1"), None);
+        assert_eq!(p.client_for(b""), None);
+    }
+
+    #[test]
+    fn the_map_hash_folds_the_digest_so_keys_spread() {
+        // A constant or partial hash would put a million keys in one bucket chain: the
+        // request path's one lookup would become a scan.
+        let build = BuildHasherDefault::<DigestHasher>::default();
+        // The length prefix 16, then the 16 bytes, folded 8 at a time with XOR.
+        assert_eq!(build.hash_one(digest(b"k-1")), 12799711948255031586);
+        let hashes: std::collections::HashSet<u64> = (0..1000u32)
+            .map(|i| build.hash_one(digest(&i.to_le_bytes())))
+            .collect();
+        assert_eq!(hashes.len(), 1000);
+    }
+
+    #[test]
+    fn the_policy_behind_an_authentication() {
+        assert_eq!(Auth::None.policy_name(), None);
+        let invalid = Auth::Invalid {
+            policy: Arc::from("apps/broken"),
+        };
+        assert_eq!(
+            invalid.policy_name().map(|p| p.as_ref()),
+            Some("apps/broken")
+        );
+        let key = Auth::ApiKey {
+            policy: Arc::new(policy()),
+        };
+        assert_eq!(key.policy_name().map(|p| p.as_ref()), Some("apps/p"));
+    }
+}

@@ -370,6 +370,34 @@ mod tests {
     }
 
     #[test]
+    fn denial_reasons_as_logged() {
+        assert_eq!(Denied::Missing.as_str(), "missing_api_key");
+        assert_eq!(Denied::Unknown.as_str(), "unknown_api_key");
+        assert_eq!(Denied::Ambiguous.as_str(), "ambiguous_api_key");
+    }
+
+    #[test]
+    fn only_the_bearer_scheme_is_removed() {
+        let p = policy(&["api-key"], &[], &[], false);
+        for v in ["Xearer k-123", "Basic k-123", "Bearerk-123", "Token: k-123"] {
+            let mut r = parts("/", &[("api-key", v)]);
+            assert_eq!(authenticate(&p, &mut r), Err(Denied::Unknown), "{v}");
+        }
+    }
+
+    #[test]
+    fn without_cookie_sources_the_cookie_header_is_not_touched() {
+        let p = policy(&["api-key"], &["k"], &[], false);
+        let mut r = parts(
+            "/?k=k-123",
+            &[("cookie", "a=1;b=2 ;  c=3"), ("cookie", "d=4")],
+        );
+        assert!(authenticate(&p, &mut r).is_ok());
+        let all: Vec<_> = r.headers.get_all("cookie").iter().collect();
+        assert_eq!(all, ["a=1;b=2 ;  c=3", "d=4"]);
+    }
+
+    #[test]
     fn forward_credential_keeps_everything() {
         let p = policy(&["api-key"], &["k"], &[], true);
         let mut r = parts("/a?k=k-123&z=1", &[("api-key", "k-123")]);

@@ -106,6 +106,9 @@ mod tests {
         );
         let mut p = parts("http://h/", &refs);
         assert!(request(&mut p, 6, EscapedSlashes::Reject).is_ok());
+        // Exactly the limit is within it.
+        let mut p = parts("http://h/", &refs);
+        assert!(request(&mut p, 5, EscapedSlashes::Reject).is_ok());
     }
 
     #[test]

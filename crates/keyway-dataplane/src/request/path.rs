@@ -191,6 +191,10 @@ mod tests {
         assert_eq!(n("/a/./b/.", Reject), "/a/b/");
         assert_eq!(n("/../../x", Reject), "/x");
         assert_eq!(n("/a/..", Reject), "/");
+        assert_eq!(n("/.", Reject), "/");
+        assert_eq!(n("/..", Reject), "/");
+        assert_eq!(n("/a/.", Reject), "/a/");
+        assert_eq!(n("/a/b/..", Reject), "/a/");
         assert_eq!(n("/%61dmin", Reject), "/admin");
         assert_eq!(n("/100%", Reject), "/100%25");
         assert_eq!(n("/a%zzb", Reject), "/a%25zzb");
