@@ -110,11 +110,7 @@ async fn encoded_slashes_never_reach_a_protected_file_on_nginx() {
 #[tokio::test]
 async fn upstreams_get_origin_form_targets() {
     let up = RawUpstream::start().await;
-    let h = Harness::start(&gateway_with_rules(
-        up.addr(),
-        "  - backendRefs: [{name: app, port: 80}]",
-    ))
-    .await;
+    let h = Harness::start(&support::one_route(up.addr())).await;
     let addr = h.addr(80);
     assert_eq!(get_raw(addr, "/x/y?a=1&b=%20", "").await.0, 200);
     // An absolute-form request from the client is forwarded in origin-form too, its
@@ -141,11 +137,7 @@ async fn python_http_server_serves_what_keyway_forwards() {
     // Python's http.server takes the request-target literally: an absolute-form target
     // would be a 404.
     let py = external::python_http_server(&[("x.txt", "from python"), ("d/y.txt", "deeper")]);
-    let h = Harness::start(&gateway_with_rules(
-        py.addr(),
-        "  - backendRefs: [{name: app, port: 80}]",
-    ))
-    .await;
+    let h = Harness::start(&support::one_route(py.addr())).await;
     for (path, body) in [
         ("/x.txt", "from python"),
         ("/d/y.txt", "deeper"),
@@ -164,10 +156,9 @@ async fn python_http_server_serves_what_keyway_forwards() {
 async fn idle_and_silent_connections_are_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = RawUpstream::start().await;
-    let h = Harness::start_with(
-        &gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]"),
-        |o| o.server.header_read_timeout = Duration::from_millis(500),
-    )
+    let h = Harness::start_with(&support::one_route(up.addr()), |o| {
+        o.server.header_read_timeout = Duration::from_millis(500)
+    })
     .await;
     let addr = h.addr(80);
 
@@ -227,13 +218,10 @@ async fn idle_and_silent_connections_are_closed() {
 async fn connections_above_the_limit_are_closed_at_once_and_others_still_served() {
     use tokio::io::AsyncReadExt;
     let up = RawUpstream::start().await;
-    let h = Harness::start_with(
-        &gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]"),
-        |o| {
-            o.server.max_connections = 20;
-            o.server.header_read_timeout = Duration::from_secs(1);
-        },
-    )
+    let h = Harness::start_with(&support::one_route(up.addr()), |o| {
+        o.server.max_connections = 20;
+        o.server.header_read_timeout = Duration::from_secs(1);
+    })
     .await;
     let addr = h.addr(80);
     let mut held = Vec::new();
@@ -268,7 +256,7 @@ async fn an_empty_api_key_auth_fails_closed() {
     for cut in ["  apiKeyAuth:\n", "  apiKeyAuth: ~\n"] {
         let manifests = format!(
             "{}---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n{cut}",
-            gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
+            support::one_route(up.addr())
         );
         let h = Harness::start(&manifests).await;
         let r = h.get(80, "h", "/").await;
@@ -324,13 +312,10 @@ async fn a_secret_error_never_shows_its_value_and_clears_when_fixed() {
 async fn a_slow_upload_is_not_cut_by_the_response_timeout() {
     use tokio::io::AsyncWriteExt;
     let up = RawUpstream::start().await;
-    let h = Harness::start_with(
-        &gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]"),
-        |o| {
-            o.settings.upstream_timeout = Duration::from_millis(700);
-            o.settings.body_idle_timeout = Duration::from_millis(600);
-        },
-    )
+    let h = Harness::start_with(&support::one_route(up.addr()), |o| {
+        o.settings.upstream_timeout = Duration::from_millis(700);
+        o.settings.body_idle_timeout = Duration::from_millis(600);
+    })
     .await;
     let addr = h.addr(80);
     // 12 chunks of 64 KiB, 200 ms apart: 2.2 s of upload, three times the response
@@ -384,10 +369,9 @@ async fn a_slow_upload_is_not_cut_by_the_response_timeout() {
 
     // Once the request is complete, the response timeout still applies.
     let slow = RawUpstream::with(|_| Reply::ok().after(Duration::from_secs(2))).await;
-    let h = Harness::start_with(
-        &gateway_with_rules(slow.addr(), "  - backendRefs: [{name: app, port: 80}]"),
-        |o| o.settings.upstream_timeout = Duration::from_millis(500),
-    )
+    let h = Harness::start_with(&support::one_route(slow.addr()), |o| {
+        o.settings.upstream_timeout = Duration::from_millis(500)
+    })
     .await;
     let r = h
         .request(80, Req::get("h", "/").method("POST").body(vec![b'x'; 1000]))
@@ -433,11 +417,7 @@ async fn identity_headers_never_arrive_as_the_client_sent_them() {
 #[tokio::test]
 async fn utf8_paths_survive_normalising() {
     let up = RawUpstream::start().await;
-    let h = Harness::start(&gateway_with_rules(
-        up.addr(),
-        "  - backendRefs: [{name: app, port: 80}]",
-    ))
-    .await;
+    let h = Harness::start(&support::one_route(up.addr())).await;
     let raw = raw_exchange(
         h.addr(80),
         "GET /café/%41/./x HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n".as_bytes(),
@@ -454,7 +434,7 @@ async fn client_metric_series_are_capped() {
     let clients: Vec<String> = (0..10).map(|i| format!("c{i}: key-{i}")).collect();
     let manifests = format!(
         "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{{}}}\n---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  apiKeyAuth: {{secretRef: {{name: keys}}}}\n",
-        gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]"),
+        support::one_route(up.addr()),
         clients.join(", ")
     );
     let h = Harness::start_with(&manifests, |o| o.settings.metrics_max_clients = 3).await;
@@ -494,11 +474,7 @@ async fn client_metric_series_are_capped() {
 }
 
 async fn plain_gateway(up: &RawUpstream) -> Harness {
-    Harness::start(&gateway_with_rules(
-        up.addr(),
-        "  - backendRefs: [{name: app, port: 80}]",
-    ))
-    .await
+    Harness::start(&support::one_route(up.addr())).await
 }
 
 #[tokio::test]
@@ -635,7 +611,7 @@ async fn connect_is_refused_unless_a_route_asks_for_it() {
             .await;
     let h = Harness::start(&format!(
         "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{alice: k-alice-1}}\n---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  apiKeyAuth: {{secretRef: {{name: keys}}}}\n",
-        gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
+        support::one_route(up.addr())
     ))
     .await;
     let connect = b"CONNECT h:443 HTTP/1.1\r\nhost: h:443\r\napi-key: k-alice-1\r\n\r\n";
@@ -690,9 +666,7 @@ async fn an_ejected_endpoint_stays_ejected_across_a_reload() {
 async fn pooled_connections_close_when_idle_or_when_their_endpoint_leaves() {
     let a = RawUpstream::start().await;
     let b = RawUpstream::start().await;
-    let route = |up: &RawUpstream| {
-        gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
-    };
+    let route = |up: &RawUpstream| support::one_route(up.addr());
     let h = Harness::start_with(&route(&a), |o| {
         o.settings.upstream_idle_timeout = Duration::from_millis(400)
     })
@@ -729,8 +703,7 @@ fn pid_limits(pid: u32) -> String {
 fn the_open_file_limit_is_raised_to_the_hard_limit() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = rt.block_on(RawUpstream::start());
-    let manifests = gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
-        .replace("port: 80, protocol", "port: {PORT}, protocol");
+    let manifests = support::on_port(support::one_route(up.addr()));
     let bin = support::Binary::start_with(
         &manifests,
         support::BinaryOptions {
@@ -758,8 +731,7 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
 fn out_of_file_descriptors_the_gateway_stays_up_and_recovers() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = rt.block_on(RawUpstream::start());
-    let manifests = gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
-        .replace("port: 80, protocol", "port: {PORT}, protocol");
+    let manifests = support::on_port(support::one_route(up.addr()));
 
     // With the default cap, a flood of idle connections never starves the admin port.
     let bin = support::Binary::start_with(
@@ -857,8 +829,7 @@ async fn served_within(addr: SocketAddr, limit: Duration) {
 fn a_stalled_log_output_never_stalls_requests() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = rt.block_on(RawUpstream::start());
-    let manifests = gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
-        .replace("port: 80, protocol", "port: {PORT}, protocol");
+    let manifests = support::on_port(support::one_route(up.addr()));
     // stderr is a pipe nobody reads until the end: it fills after a few hundred lines.
     let bin = support::Binary::start_with(
         &manifests,

@@ -10,14 +10,10 @@ use std::time::{Duration, Instant};
 use keyway_testkit::raw::{RawUpstream, Reply};
 use support::{gateway_with_rules, raw_exchange, Binary, BinaryOptions, Harness, Req};
 
-fn on_port(manifests: String) -> String {
-    manifests.replace("port: 80, protocol", "port: {PORT}, protocol")
-}
-
 fn keyed(up: SocketAddr, keys: &str) -> String {
     format!(
         "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{{keys}}}\n---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  apiKeyAuth: {{secretRef: {{name: keys}}}}\n",
-        gateway_with_rules(up, "  - backendRefs: [{name: app, port: 80}]")
+        support::one_route(up)
     )
 }
 
@@ -36,7 +32,7 @@ fn sighup_reloads_when_files_are_not_watched() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = rt.block_on(RawUpstream::start());
     let bin = Binary::start_with(
-        &on_port(keyed(up.addr(), "a: k-1")),
+        &support::on_port(keyed(up.addr(), "a: k-1")),
         BinaryOptions {
             run_args: &["--no-watch"],
             ..Default::default()
@@ -79,10 +75,7 @@ fn sigint_drains_until_the_drain_timeout_then_exits_0() {
         Reply::ok().after(Duration::from_millis(delay))
     }));
     let bin = Binary::start_with(
-        &on_port(gateway_with_rules(
-            up.addr(),
-            "  - backendRefs: [{name: app, port: 80}]",
-        )),
+        &support::on_port(support::one_route(up.addr())),
         BinaryOptions {
             run_args: &["--drain-timeout", "1s"],
             ..Default::default()
@@ -153,11 +146,7 @@ async fn a_broken_upstream_is_502_and_never_retried() {
     })
     .await;
     let other = RawUpstream::start().await;
-    let h = Harness::start(&gateway_with_rules(
-        up.addr(),
-        "  - backendRefs: [{name: app, port: 80}]",
-    ))
-    .await;
+    let h = Harness::start(&support::one_route(up.addr())).await;
     let r = h
         .request(80, Req::get("h", "/").method("POST").body("once"))
         .await;
@@ -166,11 +155,7 @@ async fn a_broken_upstream_is_502_and_never_retried() {
     assert!(other.requests().is_empty());
     // A response that is not HTTP: 502 too.
     let garbage = RawUpstream::with(|_| Reply::raw("SSH-2.0-OpenSSH\r\n")).await;
-    let h = Harness::start(&gateway_with_rules(
-        garbage.addr(),
-        "  - backendRefs: [{name: app, port: 80}]",
-    ))
-    .await;
+    let h = Harness::start(&support::one_route(garbage.addr())).await;
     assert_eq!(h.get(80, "h", "/").await.status, 502);
     assert_eq!(garbage.requests().len(), 1);
 }
@@ -233,10 +218,9 @@ async fn the_connect_timeout_bounds_a_connect_that_hangs() {
             fillers.push(s);
         }
     }
-    let h = Harness::start_with(
-        &gateway_with_rules(addr, "  - backendRefs: [{name: app, port: 80}]"),
-        |o| o.settings.connect_timeout = Duration::from_millis(400),
-    )
+    let h = Harness::start_with(&support::one_route(addr), |o| {
+        o.settings.connect_timeout = Duration::from_millis(400)
+    })
     .await;
     let start = Instant::now();
     let r = h.get(80, "h", "/").await;
@@ -256,10 +240,9 @@ async fn the_connect_timeout_bounds_a_connect_that_hangs() {
 async fn http2_connections_are_pinged() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = RawUpstream::start().await;
-    let h = Harness::start_with(
-        &gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]"),
-        |o| o.server.http2_keepalive = Duration::from_millis(200),
-    )
+    let h = Harness::start_with(&support::one_route(up.addr()), |o| {
+        o.server.http2_keepalive = Duration::from_millis(200)
+    })
     .await;
     let mut s = tokio::net::TcpStream::connect(h.addr(80)).await.unwrap();
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -323,7 +306,7 @@ async fn http2_authority_wins_over_a_conflicting_host_header() {
 fn sources_policy(up: SocketAddr, sources: &str) -> String {
     format!(
         "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{alice: good}}\n---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  apiKeyAuth: {{secretRef: {{name: keys}}, keySources: {sources}}}\n",
-        gateway_with_rules(up, "  - backendRefs: [{name: app, port: 80}]")
+        support::one_route(up)
     )
 }
 
@@ -386,7 +369,7 @@ async fn every_security_field_keyway_cannot_enforce_fails_closed() {
     ] {
         let h = Harness::start(&format!(
             "{}---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  {field}: {{}}\n",
-            gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
+            support::one_route(up.addr())
         ))
         .await;
         assert_eq!(h.get(80, "h", "/").await.status, 500, "{field}");
@@ -407,7 +390,7 @@ async fn other_kgateway_fields_are_reported_as_ignored() {
     let up = RawUpstream::start().await;
     let h = Harness::start(&format!(
         "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{alice: good}}\n---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  apiKeyAuth: {{secretRef: {{name: keys}}}}\n  cors: {{allowOrigins: [\"*\"]}}\n  rateLimit: {{}}\n",
-        gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
+        support::one_route(up.addr())
     ))
     .await;
     let report = h.app.state.report();
@@ -478,10 +461,7 @@ fn max_header_bytes_and_max_headers_flags() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = rt.block_on(RawUpstream::start());
     let bin = Binary::start_with(
-        &on_port(gateway_with_rules(
-            up.addr(),
-            "  - backendRefs: [{name: app, port: 80}]",
-        )),
+        &support::on_port(support::one_route(up.addr())),
         BinaryOptions {
             run_args: &["--max-header-bytes", "8192", "--max-headers", "10"],
             ..Default::default()
@@ -548,7 +528,7 @@ fn every_access_log_field() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let up = rt.block_on(RawUpstream::start());
     let bin = Binary::start(
-        &on_port(keyed(up.addr(), "alice: k-1")),
+        &support::on_port(keyed(up.addr(), "alice: k-1")),
         &["--log-format", "json"],
         &[],
     );

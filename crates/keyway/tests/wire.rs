@@ -13,7 +13,7 @@ use support::{gateway_with_rules, raw_exchange, Harness};
 async fn keyed(up: &RawUpstream, forward: bool) -> Harness {
     Harness::start(&format!(
         "{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys}}\nstringData: {{alice: k-alice-1}}\n---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: p}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  apiKeyAuth:\n    secretRef: {{name: keys}}\n    keySources: [{{header: x-api-key}}, {{query: api_key}}, {{cookie: auth}}]\n    clientIdHeader: x-client-id\n    forwardCredential: {forward}\n",
-        gateway_with_rules(up.addr(), "  - backendRefs: [{name: app, port: 80}]")
+        support::one_route(up.addr())
     ))
     .await
 }

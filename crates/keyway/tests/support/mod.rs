@@ -607,3 +607,13 @@ pub fn gateway_with_rules(upstream: SocketAddr, rules: &str) -> String {
         service("default", "app", &[upstream])
     )
 }
+
+/// [`gateway_with_rules`] with one rule that sends everything to `upstream`.
+pub fn one_route(upstream: SocketAddr) -> String {
+    gateway_with_rules(upstream, "  - backendRefs: [{name: app, port: 80}]")
+}
+
+/// Manifests for [`Binary`]: the listener on port 80 becomes the binary's `{PORT}`.
+pub fn on_port(manifests: String) -> String {
+    manifests.replace("port: 80, protocol", "port: {PORT}, protocol")
+}
