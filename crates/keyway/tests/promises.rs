@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use keyway_testkit::raw::{RawUpstream, Reply};
-use support::{gateway_with_rules, raw_exchange, Binary, BinaryOptions, Harness, Req};
+use support::{raw_exchange, Binary, BinaryOptions, Harness, Req};
 
 fn keyed(up: SocketAddr, keys: &str) -> String {
     format!(

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use keyway_testkit::raw::{Captured, RawUpstream, Reply};
-use support::{gateway_with_rules, raw_exchange, Harness};
+use support::{raw_exchange, Harness};
 
 /// A Gateway whose policy reads the key from a header, a query parameter and a cookie, sets
 /// `x-client-id`, and (unless `forward`) strips the key.
