@@ -249,3 +249,45 @@ async fn upstream_responses_come_back_as_sent_but_for_hop_by_hop() {
     );
     assert!(text.ends_with("\r\n\r\nmade"), "{text}");
 }
+
+/// `curl` (a client we did not write) against `addr` with these arguments; the status code.
+fn curl(addr: std::net::SocketAddr, args: &[&str]) -> u16 {
+    let out = std::process::Command::new(keyway_testkit::external::program("curl"))
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "host: h",
+        ])
+        .args(args)
+        .arg(format!("http://{addr}/c?api_key=k-alice-1&x=1"))
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_as_the_client_over_http1_and_http2() {
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, false).await;
+    let addr = h.addr(80);
+    let statuses = tokio::task::spawn_blocking(move || {
+        (
+            curl(addr, &["--http1.1"]),
+            curl(addr, &["--http2-prior-knowledge"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(statuses, (200, 200));
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2);
+    for s in seen {
+        assert_eq!(s.request_line, "GET /c?x=1 HTTP/1.1");
+        assert_eq!(s.header_all("x-client-id"), ["alice"]);
+        assert_eq!(s.header_all("host"), ["h"]);
+    }
+}
