@@ -744,12 +744,7 @@ fn out_of_file_descriptors_the_gateway_stays_up_and_recovers() {
     );
     rt.block_on(async {
         bin.ready().await;
-        let mut flood = Vec::new();
-        for _ in 0..400 {
-            if let Ok(s) = tokio::net::TcpStream::connect(bin.gateway).await {
-                flood.push(s);
-            }
-        }
+        let flood = silent_connections(bin.gateway, 400).await;
         assert_eq!(
             support::send(bin.admin, Req::get("l", "/readyz"))
                 .await
@@ -783,12 +778,7 @@ fn out_of_file_descriptors_the_gateway_stays_up_and_recovers() {
     );
     let flooded = rt.block_on(async {
         bin.ready().await;
-        let mut flood = Vec::new();
-        for _ in 0..400 {
-            if let Ok(s) = tokio::net::TcpStream::connect(bin.gateway).await {
-                flood.push(s);
-            }
-        }
+        let flood = silent_connections(bin.gateway, 400).await;
         // Out of descriptors until the watchdog closes the silent connections (2 s); the
         // flood stays connected meanwhile, so only Keyway itself can recover.
         let start = Instant::now();
@@ -805,6 +795,17 @@ fn out_of_file_descriptors_the_gateway_stays_up_and_recovers() {
     // At most one line a second per listener (data port and admin port) while it lasts.
     let bound = 2 * (flooded.as_secs() as usize + 5);
     assert!(lines <= bound, "{lines} lines in about {flooded:?}: {logs}");
+}
+
+/// Opens `n` connections that never send a byte (as many as the server lets in).
+async fn silent_connections(addr: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut open = Vec::new();
+    for _ in 0..n {
+        if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+            open.push(s);
+        }
+    }
+    open
 }
 
 /// Polls with a short-lived request until one is answered 200, up to `limit`.
