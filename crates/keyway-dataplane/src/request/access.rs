@@ -114,11 +114,7 @@ mod tests {
     }
 
     fn parts(method: &str, headers: &[(&str, &str)]) -> Parts {
-        let mut b = http::Request::builder().method(method).uri("/x");
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        b.body(()).unwrap().into_parts().0
+        super::super::test_parts(method, "/x", headers)
     }
 
     #[test]

@@ -250,11 +250,7 @@ mod tests {
     }
 
     fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
-        let mut b = http::Request::builder().uri(uri);
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        b.body(()).unwrap().into_parts().0
+        super::super::test_parts("GET", uri, headers)
     }
 
     #[test]

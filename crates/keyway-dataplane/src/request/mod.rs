@@ -347,3 +347,13 @@ impl Gateway {
         }
     }
 }
+
+/// A request head for the phases' unit tests.
+#[cfg(test)]
+fn test_parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
+    let mut b = http::Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(()).unwrap().into_parts().0
+}
