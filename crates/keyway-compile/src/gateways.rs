@@ -83,6 +83,23 @@ pub(crate) fn age_key(created: Option<&Time>, key: &ObjectKey) -> (bool, Option<
     (ts.is_none(), ts, key.clone())
 }
 
+/// Whether Gateways of class `class` are served: the class named by `--gateway-class`,
+/// if given, and, with a controller name (Kubernetes mode), only a GatewayClass that
+/// exists and names our controller. Other controllers' Gateways are not ours to serve.
+fn is_ours(ctx: &Context<'_>, class: &str) -> bool {
+    let options = ctx.options;
+    if options.gateway_class.as_ref().is_some_and(|c| c != class) {
+        return false;
+    }
+    let Some(controller) = &options.controller_name else {
+        return true;
+    };
+    ctx.snap
+        .gateway_classes
+        .get(&ObjectKey::new("", class))
+        .is_some_and(|gc| gc.value.spec.controller_name == *controller)
+}
+
 /// Runs the gateway pass.
 pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
     let mut out = Gateways::default();
@@ -90,12 +107,7 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
         .snap
         .gateways
         .iter()
-        .filter(|(_, g)| {
-            ctx.options
-                .gateway_class
-                .as_ref()
-                .is_none_or(|c| &g.value.spec.gateway_class_name == c)
-        })
+        .filter(|(_, g)| is_ours(ctx, &g.value.spec.gateway_class_name))
         .collect();
     gateways.sort_by_key(|(k, g)| age_key(g.value.metadata.creation_timestamp.as_ref(), k));
 

@@ -41,6 +41,9 @@ pub use keyway_store::INVALID_ROUTE_BODY;
 pub struct Options {
     /// Serve only Gateways of this class (all when `None`).
     pub gateway_class: Option<String>,
+    /// Serve only Gateways whose GatewayClass names this controller (Kubernetes mode's
+    /// `--controller-name`; `None` in standalone mode, where every Gateway is served).
+    pub controller_name: Option<String>,
     /// Load balancing across the endpoints of every upstream.
     pub balance: Balance,
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use http::HeaderName;
 use keyway_model::kgateway::traffic_policy::{ApiKeyAuth, TrafficPolicy};
 use keyway_model::{Kind, Object, ObjectKey, Secret};
-use keyway_store::auth::{digest, Credentials};
+use keyway_store::auth::Credentials;
 use keyway_store::{ApiKeyPolicy, Auth};
 
 use crate::context::Context;
@@ -319,6 +319,11 @@ fn compile_one(
         errors.push(format!(
             "spec.{}: unknown field (not a TrafficPolicy field; a misspelt apiKeyAuth?)",
             unknown.join(", spec.")
+        ));
+    }
+    if let Some(why) = &spec.undecodable {
+        errors.push(format!(
+            "spec cannot be decoded ({why}); its targets are refused rather than served without it"
         ));
     }
     let ignored: Vec<&str> = spec
@@ -745,45 +750,53 @@ fn secrets<'a>(
     found
 }
 
-/// Builds the digest map. Messages name clients and Secrets, never a key.
+/// The Secret holding `digest` for `client`: looked up only to word a conflict, so the
+/// common path keeps no second map of a million entries.
+fn owner<'a>(
+    secrets: &[(&'a ObjectKey, &Secret)],
+    digest: &[u8; 16],
+    client: &str,
+) -> &'a ObjectKey {
+    secrets
+        .iter()
+        .find(|(_, s)| {
+            s.keys
+                .entries
+                .iter()
+                .any(|(d, c)| d == digest && **c == *client)
+        })
+        .map(|(k, _)| *k)
+        .expect("a digest in the map came from one of the policy's Secrets")
+}
+
+/// Composes the policy's digest map from its Secrets' digest tables (each digested once,
+/// when its Secret was read), so a change to one of many Secrets costs one table's digests
+/// and one pass of map inserts. Messages name clients and Secrets, never a key.
 fn credentials(secrets: &[(&ObjectKey, &Secret)], errors: &mut Vec<String>) -> Credentials {
-    let mut out = Credentials::default();
-    // Who owns each digest: (client, index of its Secret), borrowed from the snapshot.
-    let mut owner: HashMap<[u8; 16], (&str, usize)> = HashMap::new();
-    // One shared id per client name, however many keys it has.
-    let mut ids: HashMap<&str, Arc<str>> = HashMap::new();
-    let mut dup_errors = Vec::new();
-    for (si, (skey, secret)) in secrets.iter().enumerate() {
-        for (client, value) in &secret.entries {
-            let key = trim_ascii(value.expose());
-            if key.is_empty() {
-                continue;
-            }
-            if http::HeaderValue::from_str(client).is_err() {
-                dup_errors.push(format!(
-                    "secret {skey}: entry name {client:?} cannot be a client id"
-                ));
-                continue;
-            }
-            let d = digest(key);
-            match owner.get(&d) {
-                Some((prev_client, _)) if *prev_client == client.as_str() => {}
-                Some((prev_client, prev_secret)) => dup_errors.push(format!(
-                    "duplicate API key value shared by client {prev_client:?} in secret {} and client {client:?} in secret {skey}",
-                    secrets[*prev_secret].0
+    let total = secrets.iter().map(|(_, s)| s.keys.len()).sum();
+    let mut out = Credentials::with_capacity_and_hasher(total, Default::default());
+    let mut problems = Vec::new();
+    for (skey, secret) in secrets {
+        for p in &secret.keys.problems {
+            problems.push(format!("secret {skey}: {p}"));
+        }
+        for (d, client) in &secret.keys.entries {
+            match out.get(d) {
+                Some(prev) if prev == client => {}
+                Some(prev) => problems.push(format!(
+                    "duplicate API key value shared by client {prev:?} in secret {} and client {client:?} in secret {skey}",
+                    owner(secrets, d, prev)
                 )),
                 None => {
-                    owner.insert(d, (client.as_str(), si));
-                    let id = ids.entry(client.as_str()).or_insert_with(|| Arc::from(client.as_str()));
-                    out.insert(d, id.clone());
+                    out.insert(*d, client.clone());
                 }
             }
         }
     }
-    if !dup_errors.is_empty() {
+    if !problems.is_empty() {
         errors.push(format!(
             "errors processing API key secrets: {}",
-            dup_errors.join("; ")
+            problems.join("; ")
         ));
     } else if out.is_empty() && !secrets.is_empty() {
         let names: Vec<String> = secrets.iter().map(|(k, _)| k.to_string()).collect();
@@ -792,18 +805,5 @@ fn credentials(secrets: &[(&ObjectKey, &Secret)], errors: &mut Vec<String>) -> C
             names.join(", ")
         ));
     }
-    out.shrink_to_fit();
     out
-}
-
-fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
 }

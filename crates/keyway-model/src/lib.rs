@@ -20,11 +20,12 @@ pub mod secret;
 pub mod snapshot;
 
 pub use kgateway::{backend::Backend, traffic_policy::TrafficPolicy};
-pub use secret::{Secret, SecretValue};
+pub use secret::{digest, KeyDigest, Secret, SecretKeys, SecretValue};
 pub use snapshot::{Kind, Object, ObjectKey, Origin, Snapshot};
 
 /// Gateway API kinds, re-exported so the rest of the workspace names one path.
 pub mod gateway {
+    pub use gateway_api::gatewayclasses::*;
     pub use gateway_api::gateways::*;
     pub use gateway_api::httproutes::*;
     pub use gateway_api::referencegrants::*;

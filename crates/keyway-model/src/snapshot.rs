@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::core::{EndpointSlice, Namespace, ObjectMeta, Service};
-use crate::gateway::{Gateway, HttpRoute, ReferenceGrant};
+use crate::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::{Backend, Secret, TrafficPolicy};
 
 /// Where an object came from, so every message can point at it.
@@ -37,6 +37,8 @@ impl fmt::Display for Origin {
 /// The kinds Keyway reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
+    /// gateway.networking.k8s.io GatewayClass
+    GatewayClass,
     /// core/v1 Namespace
     Namespace,
     /// gateway.networking.k8s.io Gateway
@@ -61,6 +63,7 @@ impl Kind {
     /// The Kubernetes `kind` string.
     pub fn as_str(self) -> &'static str {
         match self {
+            Kind::GatewayClass => "GatewayClass",
             Kind::Namespace => "Namespace",
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
@@ -75,7 +78,7 @@ impl Kind {
 
     /// Whether objects of this kind live in a namespace.
     pub fn is_namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace)
+        !matches!(self, Kind::Namespace | Kind::GatewayClass)
     }
 }
 
@@ -129,6 +132,8 @@ pub type Objects<T> = BTreeMap<ObjectKey, Object<T>>;
 /// The complete desired state from one source, ordered by namespace/name.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
+    /// GatewayClasses (Kubernetes mode: which Gateways are ours).
+    pub gateway_classes: Objects<GatewayClass>,
     /// core/v1 Namespaces (for `allowedRoutes` selectors).
     pub namespaces: Objects<Namespace>,
     /// Gateways.
@@ -157,4 +162,63 @@ pub fn key_of(meta: &ObjectMeta, kind: Kind) -> ObjectKey {
         String::new()
     };
     ObjectKey::new(namespace, meta.name.clone().unwrap_or_default())
+}
+
+/// Calls `$m!(field, Kind)` for every kind of a [`Snapshot`], so code that treats all kinds
+/// alike (merging, counting) cannot forget one.
+#[macro_export]
+macro_rules! for_each_kind {
+    ($m:ident) => {
+        $m!(gateway_classes, GatewayClass);
+        $m!(namespaces, Namespace);
+        $m!(gateways, Gateway);
+        $m!(http_routes, HttpRoute);
+        $m!(reference_grants, ReferenceGrant);
+        $m!(traffic_policies, TrafficPolicy);
+        $m!(backends, Backend);
+        $m!(secrets, Secret);
+        $m!(services, Service);
+        $m!(endpoint_slices, EndpointSlice);
+    };
+}
+
+impl Snapshot {
+    /// Adds clones of `other`'s objects. An object already present stays as it is and is
+    /// reported to `duplicate` with where it was first defined and where again.
+    pub fn merge_from(
+        &mut self,
+        other: &Snapshot,
+        mut duplicate: impl FnMut(Kind, &ObjectKey, &Origin, &Origin),
+    ) {
+        macro_rules! merge {
+            ($field:ident, $kind:ident) => {
+                for (k, o) in &other.$field {
+                    match self.$field.get(k) {
+                        Some(first) => duplicate(Kind::$kind, k, &first.origin, &o.origin),
+                        None => {
+                            self.$field.insert(k.clone(), o.clone());
+                        }
+                    }
+                }
+            };
+        }
+        for_each_kind!(merge);
+    }
+
+    /// Number of objects of every kind.
+    pub fn len(&self) -> usize {
+        let mut n = 0;
+        macro_rules! count {
+            ($field:ident, $kind:ident) => {
+                n += self.$field.len();
+            };
+        }
+        for_each_kind!(count);
+        n
+    }
+
+    /// Whether the snapshot holds no object at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

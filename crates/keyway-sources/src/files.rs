@@ -16,10 +16,10 @@
 //! messages quote the offending input (`invalid type: string "<the key>"`), and a Secret's
 //! input is its keys.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use keyway_model::snapshot::{key_of, Objects};
@@ -95,16 +95,97 @@ impl std::error::Error for LoadError {}
 /// Returns every problem found, not just the first, so one run of `keyway check` shows
 /// them all.
 pub fn load(paths: &[PathBuf]) -> Result<Loaded, Vec<LoadError>> {
-    let mut loader = Loader::default();
-    for path in paths {
-        loader.add_path(path);
+    FileSource::new(paths.to_vec()).load()
+}
+
+/// Standalone mode's source: manifest paths, plus every file's parsed objects keyed by its
+/// content.
+///
+/// Each load reads every file (the files are the whole truth) but parses only those whose
+/// content changed since the previous load: with a million keys in a thousand Secret files,
+/// a change to one Secret costs one file's parse and digests, not a million.
+pub struct FileSource {
+    paths: Vec<PathBuf>,
+    cache: Mutex<HashMap<PathBuf, ParsedFile>>,
+}
+
+/// One file's objects as parsed from a given content.
+struct ParsedFile {
+    content_hash: u64,
+    loaded: Loaded,
+    errors: Vec<LoadError>,
+}
+
+impl FileSource {
+    /// A source reading `paths` (files or directories of manifests).
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        FileSource {
+            paths,
+            cache: Mutex::default(),
+        }
     }
-    if loader.errors.is_empty() {
-        use std::hash::Hasher as _;
-        loader.loaded.fingerprint = loader.hasher.finish();
-        Ok(loader.loaded)
-    } else {
-        Err(loader.errors)
+
+    /// The paths given.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Reads every path into one snapshot, re-parsing only files that changed.
+    pub fn load(&self) -> Result<Loaded, Vec<LoadError>> {
+        use std::hash::{Hash as _, Hasher as _};
+        let mut errors = Vec::new();
+        let mut files = Vec::new();
+        for path in &self.paths {
+            list_manifests(path, &mut files, &mut errors);
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = HashMap::with_capacity(files.len());
+        let mut out = Loaded::default();
+        let mut fingerprint = std::collections::hash_map::DefaultHasher::new();
+        for file in files {
+            let display = file.display().to_string();
+            let text = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(err) => {
+                    errors.push(io_error(&display, err));
+                    continue;
+                }
+            };
+            let content_hash = {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                text.hash(&mut h);
+                h.finish()
+            };
+            display.hash(&mut fingerprint);
+            content_hash.hash(&mut fingerprint);
+            let parsed = match cache.remove(&file) {
+                Some(p) if p.content_hash == content_hash => p,
+                _ => {
+                    let mut loader = Loader::default();
+                    loader.add_text(Arc::from(display.as_str()), &text);
+                    ParsedFile {
+                        content_hash,
+                        loaded: loader.loaded,
+                        errors: loader.errors,
+                    }
+                }
+            };
+            errors.extend(parsed.errors.iter().cloned());
+            out.warnings.extend(parsed.loaded.warnings.iter().cloned());
+            out.snapshot
+                .merge_from(&parsed.loaded.snapshot, |kind, key, first, again| {
+                    errors.push(defined_twice(kind, key, first, again));
+                });
+            out.files.push(file.clone());
+            next.insert(file, parsed);
+        }
+        *cache = next;
+        if errors.is_empty() {
+            out.fingerprint = fingerprint.finish();
+            Ok(out)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -119,10 +200,57 @@ pub fn load_str(path: &str, text: &str) -> Result<Loaded, Vec<LoadError>> {
     }
 }
 
+/// The manifest files a path names: itself, or a directory's `.yaml`/`.yml`/`.json` files
+/// in name order (not recursive).
+fn list_manifests(path: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<LoadError>) {
+    let display = path.display().to_string();
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(err) => return errors.push(io_error(&display, err)),
+    };
+    if !meta.is_dir() {
+        return files.push(path.to_path_buf());
+    }
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(err) => return errors.push(io_error(&display, err)),
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_manifest(p) && p.is_file())
+        .collect();
+    found.sort();
+    files.extend(found);
+}
+
+fn io_error(path: &str, err: std::io::Error) -> LoadError {
+    LoadError {
+        path: path.to_string(),
+        line: None,
+        column: None,
+        resource: None,
+        message: format!("cannot read: {err}"),
+    }
+}
+
+/// The error for an object defined again at `again`, first at `first`.
+fn defined_twice(kind: Kind, key: &ObjectKey, first: &Origin, again: &Origin) -> LoadError {
+    let (path, line) = match again {
+        Origin::File { path, line } => (path.to_string(), Some(*line)),
+        other => (other.to_string(), None),
+    };
+    LoadError {
+        path,
+        line,
+        column: None,
+        resource: Some(format!("{kind} {key}")),
+        message: format!("defined twice: first at {first}, again here"),
+    }
+}
+
 #[derive(Default)]
 struct Loader {
     loaded: Loaded,
-    hasher: std::collections::hash_map::DefaultHasher,
     errors: Vec<LoadError>,
     seen: BTreeMap<(Kind, ObjectKey), Origin>,
 }
@@ -148,54 +276,6 @@ impl Head {
 }
 
 impl Loader {
-    fn add_path(&mut self, path: &Path) {
-        let display = path.display().to_string();
-        let meta = match std::fs::metadata(path) {
-            Ok(meta) => meta,
-            Err(err) => return self.io_error(&display, err),
-        };
-        if meta.is_dir() {
-            let entries = match std::fs::read_dir(path) {
-                Ok(entries) => entries,
-                Err(err) => return self.io_error(&display, err),
-            };
-            let mut files: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| is_manifest(p) && p.is_file())
-                .collect();
-            files.sort();
-            for file in files {
-                self.add_file(&file);
-            }
-        } else {
-            self.add_file(path);
-        }
-    }
-
-    fn add_file(&mut self, path: &Path) {
-        let display: Arc<str> = Arc::from(path.display().to_string());
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                use std::hash::Hash as _;
-                self.loaded.files.push(path.to_path_buf());
-                display.hash(&mut self.hasher);
-                text.hash(&mut self.hasher);
-                self.add_text(display, &text);
-            }
-            Err(err) => self.io_error(&display, err),
-        }
-    }
-
-    fn io_error(&mut self, path: &str, err: std::io::Error) {
-        self.errors.push(LoadError {
-            path: path.to_string(),
-            line: None,
-            column: None,
-            resource: None,
-            message: format!("cannot read: {err}"),
-        });
-    }
-
     fn add_text(&mut self, path: Arc<str>, text: &str) {
         for doc in yaml_docs::split(text) {
             self.add_document(&path, &doc);
@@ -258,6 +338,7 @@ impl Loader {
         }
         let snap = &mut self.loaded.snapshot;
         let result = match known {
+            Kind::GatewayClass => parse_into(doc, known, origin, &mut snap.gateway_classes),
             Kind::Namespace => parse_into(doc, known, origin, &mut snap.namespaces),
             Kind::Gateway => parse_into(doc, known, origin, &mut snap.gateways),
             Kind::HttpRoute => parse_into(doc, known, origin, &mut snap.http_routes),
@@ -323,6 +404,7 @@ fn known_kind(group: &str, api_version: &str, kind: &str) -> Option<Kind> {
         ("discovery.k8s.io", "EndpointSlice") if api_version.ends_with("/v1") => {
             Kind::EndpointSlice
         }
+        (GATEWAY, "GatewayClass") if api_version.ends_with("/v1") => Kind::GatewayClass,
         (GATEWAY, "Gateway") if api_version.ends_with("/v1") => Kind::Gateway,
         (GATEWAY, "HTTPRoute") if api_version.ends_with("/v1") => Kind::HttpRoute,
         (GATEWAY, "ReferenceGrant") => Kind::ReferenceGrant,

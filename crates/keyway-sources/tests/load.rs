@@ -110,8 +110,14 @@ fn objects_without_namespace_land_in_default_and_secret_values_merge() {
     let loaded = load_str("s.yaml", text).unwrap();
     let (key, secret) = loaded.snapshot.secrets.iter().next().unwrap();
     assert_eq!(key.to_string(), "default/k");
-    assert_eq!(secret.value.entries["a"].expose(), b"aaa");
-    assert_eq!(secret.value.entries["b"].expose(), b" bbb ");
+    assert_eq!(
+        secret.value.keys.entries[0],
+        (keyway_model::digest(b"aaa"), "a".into())
+    );
+    assert_eq!(
+        secret.value.keys.entries[1],
+        (keyway_model::digest(b"bbb"), "b".into())
+    );
 }
 
 #[test]

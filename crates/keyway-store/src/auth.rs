@@ -6,21 +6,8 @@ use std::sync::Arc;
 
 use http::HeaderName;
 use serde::{Serialize, Serializer};
-use sha2::{Digest, Sha256};
 
-/// The first 128 bits of the SHA-256 of an API key: what the credential map is keyed by.
-///
-/// 128 bits keep a million keys in well under 128 bytes each, while finding a second
-/// string with the same truncated digest stays a 2^128 search.
-pub type KeyDigest = [u8; 16];
-
-/// Digests a presented or configured key.
-pub fn digest(key: &[u8]) -> KeyDigest {
-    let full: [u8; 32] = Sha256::digest(key).into();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&full[..16]);
-    out
-}
+pub use keyway_model::secret::{digest, KeyDigest};
 
 /// The authentication a route requires.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -16,6 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use keyway_dataplane::Gateway;
+use keyway_sources::Source;
 use tokio::net::TcpListener;
 
 use crate::state::State;
@@ -25,6 +26,7 @@ pub async fn spawn(
     addr: SocketAddr,
     state: Arc<State>,
     gateway: Arc<Gateway>,
+    source: Arc<dyn Source>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -35,11 +37,13 @@ pub async fn spawn(
             let (stream, _) = accepter.accept(&listener).await;
             let state = state.clone();
             let gateway = gateway.clone();
+            let source = source.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let state = state.clone();
                     let gateway = gateway.clone();
-                    async move { Ok::<_, Infallible>(answer(&req, &state, &gateway)) }
+                    let source = source.clone();
+                    async move { Ok::<_, Infallible>(answer(&req, &state, &gateway, &*source)) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -50,7 +54,12 @@ pub async fn spawn(
     Ok(local)
 }
 
-fn answer(req: &Request<Incoming>, state: &State, gateway: &Gateway) -> Response<Full<Bytes>> {
+fn answer(
+    req: &Request<Incoming>,
+    state: &State,
+    gateway: &Gateway,
+    source: &dyn Source,
+) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => match state.readiness() {
@@ -66,7 +75,7 @@ fn answer(req: &Request<Incoming>, state: &State, gateway: &Gateway) -> Response
             reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                state.metrics.encode(),
+                with_staleness(state.metrics.encode(), source),
             )
         }
         "/config_dump" => {
@@ -77,6 +86,7 @@ fn answer(req: &Request<Incoming>, state: &State, gateway: &Gateway) -> Response
         "/status" => {
             let mut out = state.summary();
             out["objects"] = serde_json::to_value(&state.report().objects).unwrap_or_default();
+            out["source"] = serde_json::json!({"name": source.name(), "state": source.status()});
             json(&out)
         }
         _ => reply(
@@ -85,6 +95,25 @@ fn answer(req: &Request<Incoming>, state: &State, gateway: &Gateway) -> Response
             "not found; try /healthz /readyz /metrics /config_dump /status\n".into(),
         ),
     }
+}
+
+/// Adds `keyway_source_stale_seconds`, read from the source at scrape time, before the
+/// exposition's end marker.
+fn with_staleness(mut text: String, source: &dyn Source) -> String {
+    let views = source.staleness();
+    if views.is_empty() {
+        return text;
+    }
+    let tail = text.rfind("# EOF").map(|i| text.split_off(i));
+    text.push_str("# HELP keyway_source_stale_seconds Seconds a view of the source has gone without contact (0 while connected).\n");
+    text.push_str("# TYPE keyway_source_stale_seconds gauge\n");
+    for (view, seconds) in views {
+        text.push_str(&format!(
+            "keyway_source_stale_seconds{{view=\"{view}\"}} {seconds:.3}\n"
+        ));
+    }
+    text.push_str(tail.as_deref().unwrap_or(""));
+    text
 }
 
 fn json(v: &serde_json::Value) -> Response<Full<Bytes>> {

@@ -1,7 +1,9 @@
 //! A running gateway: load, compile, serve, and reload, wired together.
 //!
-//! Standalone mode is `App::start` with manifest paths; every reload runs the same
-//! load → compile → swap steps, so what `keyway check` reports is exactly what `run` does.
+//! The app does not know where its objects come from: a [`Source`] (files or the
+//! Kubernetes API server) loads a complete snapshot, and every start and reload runs the
+//! same load → compile → swap steps on it, so what `keyway check` reports is exactly what
+//! `run` does, and both modes share one reload, readiness and status path.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,15 +11,14 @@ use std::sync::Arc;
 
 use keyway_compile::{Compiled, Options as CompileOptions};
 use keyway_dataplane::{Gateway, Metrics, Server, ServerOptions, Settings};
-use keyway_sources::files::{self, LoadError, Loaded};
+use keyway_sources::files::{FileSource, LoadError, Loaded};
+use keyway_sources::Source;
 
 use crate::state::State;
 
 /// Everything `keyway run` is configured with.
 #[derive(Clone, Debug, Default)]
 pub struct AppOptions {
-    /// Manifest files or directories.
-    pub config: Vec<PathBuf>,
     /// Compiler choices.
     pub compile: CompileOptions,
     /// Listener options.
@@ -37,7 +38,8 @@ pub struct App {
     /// Where the admin port listens.
     pub admin_addr: Option<SocketAddr>,
     options: AppOptions,
-    /// Fingerprint of the files behind the applied config.
+    source: Arc<dyn Source>,
+    /// Fingerprint of the snapshot behind the applied config.
     reload_lock: tokio::sync::Mutex<u64>,
 }
 
@@ -46,14 +48,14 @@ pub fn load_and_compile(
     paths: &[PathBuf],
     options: &CompileOptions,
 ) -> Result<(Loaded, Compiled), Vec<LoadError>> {
-    timed_load_and_compile(paths, options, None)
+    timed_load_and_compile(&FileSource::new(paths.to_vec()), options, None)
         .map(|(l, c, _)| (l, c.expect("compiled when not skipped")))
 }
 
 /// How long the steps of one reload took.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Timings {
-    /// Reading and parsing the files.
+    /// Reading the source (files: reading and parsing what changed).
     pub load_ms: f64,
     /// Compiling the snapshot.
     pub compile_ms: f64,
@@ -61,14 +63,15 @@ pub struct Timings {
     pub apply_ms: f64,
 }
 
-/// Loads, then compiles unless the files' fingerprint equals `skip_if` (nothing changed).
+/// Loads, then compiles unless the snapshot's fingerprint equals `skip_if` (nothing
+/// changed).
 fn timed_load_and_compile(
-    paths: &[PathBuf],
+    source: &dyn Source,
     options: &CompileOptions,
     skip_if: Option<u64>,
 ) -> Result<(Loaded, Option<Compiled>, Timings), Vec<LoadError>> {
     let t0 = std::time::Instant::now();
-    let loaded = files::load(paths)?;
+    let loaded = source.load()?;
     if skip_if == Some(loaded.fingerprint) {
         return Ok((loaded, None, Timings::default()));
     }
@@ -91,69 +94,102 @@ pub fn describe(errors: &[LoadError]) -> String {
         .join("\n")
 }
 
+fn task_failed(e: tokio::task::JoinError) -> LoadError {
+    LoadError {
+        path: "<reload>".into(),
+        line: None,
+        column: None,
+        resource: None,
+        message: format!("reload task failed: {e}"),
+    }
+}
+
 impl App {
-    /// Loads, compiles and starts serving. Fails if the manifests cannot be loaded.
-    pub async fn start(options: AppOptions) -> Result<Arc<App>, Vec<LoadError>> {
-        let (loaded, compiled, timings) =
-            timed_load_and_compile(&options.config, &options.compile, None)?;
-        let compiled = compiled.expect("compiled when not skipped");
+    /// Starts the admin port, waits until the source is complete, then loads, compiles and
+    /// starts serving. Until then `/readyz` answers 503 and no listener is open. Fails if
+    /// the admin port cannot bind or the first load fails.
+    pub async fn start(
+        source: Arc<dyn Source>,
+        options: AppOptions,
+    ) -> Result<Arc<App>, Vec<LoadError>> {
         let metrics = Arc::new(Metrics::new());
         let state = State::new(metrics.clone());
-        let gateway = Gateway::new(Arc::new(compiled.config), metrics, options.settings.clone());
+        state.set_ready(
+            false,
+            format!("waiting for the first complete read of {}", source.name()),
+        );
+        // Nothing to serve yet: no listener opens before the first complete config.
+        let gateway = Gateway::new(
+            Arc::new(keyway_store::Config::default()),
+            metrics,
+            options.settings.clone(),
+        );
         let server = Server::new(gateway.clone(), options.server.clone());
         let admin_addr = match options.admin {
-            Some(addr) => match crate::admin::spawn(addr, state.clone(), gateway).await {
-                Ok(a) => Some(a),
-                Err(e) => {
-                    return Err(vec![LoadError {
-                        path: "--admin-address".into(),
-                        line: None,
-                        column: None,
-                        resource: None,
-                        message: format!("cannot bind {addr}: {e}"),
-                    }])
+            Some(addr) => {
+                match crate::admin::spawn(addr, state.clone(), gateway, source.clone()).await {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        return Err(vec![LoadError {
+                            path: "--admin-address".into(),
+                            line: None,
+                            column: None,
+                            resource: None,
+                            message: format!("cannot bind {addr}: {e}"),
+                        }])
+                    }
                 }
-            },
+            }
             None => None,
         };
+        source.complete().await;
+        let (loaded, compiled, timings) = {
+            let (source, compile) = (source.clone(), options.compile.clone());
+            tokio::task::spawn_blocking(move || timed_load_and_compile(&*source, &compile, None))
+                .await
+                .unwrap_or_else(|e| Err(vec![task_failed(e)]))?
+        };
+        let compiled = compiled.expect("compiled when not skipped");
+        let swap_started = std::time::Instant::now();
+        server.gateway().swap(Arc::new(compiled.config));
         let app = Arc::new(App {
             server,
             state,
             admin_addr,
             options,
+            source,
             reload_lock: tokio::sync::Mutex::new(loaded.fingerprint),
         });
-        app.apply(loaded, compiled.report, timings, std::time::Instant::now())
+        app.apply(loaded, compiled.report, timings, swap_started)
             .await;
         Ok(app)
     }
 
-    /// Reloads the manifests. A load error keeps the current config and is recorded;
+    /// The source this app reads.
+    pub fn source(&self) -> &Arc<dyn Source> {
+        &self.source
+    }
+
+    /// Reloads from the source. A load error keeps the current config and is recorded;
     /// otherwise the new config serves every request that starts from now on.
     pub async fn reload(&self) -> Result<u64, String> {
         self.reload_if_changed(true).await
     }
 
-    /// As [`App::reload`], but files identical to the applied ones are not applied again
-    /// (unless `force`): editors and tools touch files without changing them.
+    /// As [`App::reload`], but a snapshot identical to the applied one is not compiled
+    /// again (unless `force`): editors touch files without changing them, and the API
+    /// server sends updates (status, the leader's own writes) that change nothing read.
     pub async fn reload_if_changed(&self, force: bool) -> Result<u64, String> {
         let mut applied_fingerprint = self.reload_lock.lock().await;
         // Reading and compiling can take a while with many keys: keep it off the threads
         // that serve requests.
-        let (paths, options) = (self.options.config.clone(), self.options.compile.clone());
+        let (source, options) = (self.source.clone(), self.options.compile.clone());
         let skip_if = (!force).then_some(*applied_fingerprint);
-        let result =
-            tokio::task::spawn_blocking(move || timed_load_and_compile(&paths, &options, skip_if))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(vec![LoadError {
-                        path: "<reload>".into(),
-                        line: None,
-                        column: None,
-                        resource: None,
-                        message: format!("reload task failed: {e}"),
-                    }])
-                });
+        let result = tokio::task::spawn_blocking(move || {
+            timed_load_and_compile(&*source, &options, skip_if)
+        })
+        .await
+        .unwrap_or_else(|e| Err(vec![task_failed(e)]));
         match result {
             Err(errors) => {
                 for e in &errors {

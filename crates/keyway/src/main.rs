@@ -11,8 +11,11 @@ use keyway::app::{self, App, AppOptions};
 use keyway::logging::{self, LogFormat};
 use keyway_dataplane::listener::limits;
 use keyway_dataplane::{EscapedSlashes, ServerOptions, Settings};
+use keyway_sources::kubernetes::{KubeOptions, KubeSource};
+use keyway_sources::{FileSource, Source};
 use keyway_store::upstream::Balance;
 use kube::CustomResourceExt;
+use std::sync::Arc;
 
 /// mimalloc: the request path allocates small, short-lived buffers (header maps, bodies)
 /// on every request; glibc's allocator spends noticeably more time on them.
@@ -58,8 +61,32 @@ struct ConfigArgs {
 
 #[derive(Args)]
 struct RunArgs {
-    #[command(flatten)]
-    config: ConfigArgs,
+    /// A YAML manifest file or a directory of them (repeatable); standalone mode.
+    #[arg(
+        long,
+        short = 'c',
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    config: Vec<PathBuf>,
+    /// Serve only Gateways of this GatewayClass (default: all; in Kubernetes mode, every
+    /// class naming --controller-name).
+    #[arg(long)]
+    gateway_class: Option<String>,
+    /// Serve from the Kubernetes API server (kubeconfig inference: KUBECONFIG,
+    /// ~/.kube/config, else the in-cluster service account) instead of files.
+    #[arg(long)]
+    kubernetes: bool,
+    /// Kubernetes mode: serve the Gateways of GatewayClasses naming this controller.
+    #[arg(
+        long,
+        default_value = "keyway.dev/gateway-controller",
+        env = "KEYWAY_CONTROLLER_NAME"
+    )]
+    controller_name: String,
+    /// Kubernetes mode: read Secrets only in this namespace (repeatable; default: all).
+    #[arg(long, value_name = "NS")]
+    watch_namespace: Vec<String>,
     /// Address every Gateway listener binds.
     #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
@@ -237,14 +264,18 @@ fn crds() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> ExitCode {
-    let signals = match Signals::install() {
+    let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: cannot handle signals: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let mut compile = compile_options(&args.config);
+    let mut compile = keyway_compile::Options {
+        gateway_class: args.gateway_class.clone(),
+        controller_name: args.kubernetes.then(|| args.controller_name.clone()),
+        ..Default::default()
+    };
     compile.balance = match args.lb {
         Lb::RoundRobin => Balance::RoundRobin,
         Lb::LeastRequest => Balance::LeastRequest,
@@ -259,7 +290,6 @@ async fn run(args: RunArgs) -> ExitCode {
         "connection limits"
     );
     let options = AppOptions {
-        config: args.config.config.clone(),
         compile,
         server: ServerOptions {
             bind: args.bind_address,
@@ -287,7 +317,29 @@ async fn run(args: RunArgs) -> ExitCode {
         },
         admin: Some(args.admin_address),
     };
-    let app = match App::start(options).await {
+    let (source, kube_changes): (Arc<dyn Source>, _) = if args.kubernetes {
+        let options = KubeOptions {
+            watch_namespaces: args.watch_namespace.clone(),
+            ..Default::default()
+        };
+        match KubeSource::connect(options).await {
+            Ok(k) => {
+                let changes = k.changes();
+                (Arc::new(k), Some(changes))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        (Arc::new(FileSource::new(args.config.clone())), None)
+    };
+    let started = tokio::select! {
+        started = App::start(source, options) => started,
+        () = signals.stop() => return ExitCode::SUCCESS,
+    };
+    let app = match started {
         Ok(app) => app,
         Err(errors) => {
             for e in &errors {
@@ -297,10 +349,20 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let _watch = if args.no_watch {
+    if let Some(mut changes) = kube_changes {
+        // Every change the API server sends that the compiler reads: the same reload path
+        // as a file change; bursts coalesce while a reload runs.
+        let app = app.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let _ = app.reload_if_changed(false).await;
+            }
+        });
+    }
+    let _watch = if args.no_watch || args.kubernetes {
         None
     } else {
-        match keyway::watch::spawn(app.clone(), &args.config.config, args.reload_debounce) {
+        match keyway::watch::spawn(app.clone(), &args.config, args.reload_debounce) {
             Ok(w) => Some(w),
             Err(e) => {
                 eprintln!("error: cannot watch the config paths: {e}");
@@ -335,6 +397,14 @@ impl Signals {
     }
 
     /// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+    /// Resolves on SIGTERM or SIGINT (before the gateway is up).
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+
     async fn serve(mut self, app: &App) {
         loop {
             tokio::select! {

@@ -447,7 +447,7 @@ async fn volumes(up: std::net::SocketAddr) -> (tempfile::TempDir, KubeletVolume,
 }
 
 async fn watching(paths: Vec<std::path::PathBuf>) -> Harness {
-    let mut h = Harness::start_with("", |o| o.config = paths.clone()).await;
+    let mut h = Harness::start_on(tempfile::tempdir().unwrap(), paths.clone(), |_| {}).await;
     h.watch = Some(keyway::watch::spawn(h.app.clone(), &paths, Duration::from_millis(25)).unwrap());
     h
 }

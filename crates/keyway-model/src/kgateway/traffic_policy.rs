@@ -41,6 +41,12 @@ pub struct TrafficPolicySpec {
         deserialize_with = "present_even_if_null"
     )]
     pub api_key_auth: Option<ApiKeyAuth>,
+    /// Why the spec could not be read as a whole, when a source kept only its targets
+    /// (the Kubernetes source cannot refuse an object the API server holds). Set by the
+    /// reader, never written; the compiler fails such a policy closed on its targets.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub undecodable: Option<String>,
     /// Every other `TrafficPolicy` feature: accepted so kgateway manifests load, reported as
     /// not supported by Keyway.
     #[serde(flatten)]

@@ -63,8 +63,17 @@ impl Harness {
     pub async fn start_with(manifests: &str, tweak: impl FnOnce(&mut AppOptions)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.yaml"), manifests).unwrap();
+        let paths = vec![dir.path().to_path_buf()];
+        Self::start_on(dir, paths, tweak).await
+    }
+
+    /// Starts Keyway on `paths`, keeping `dir` for the harness's life.
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        paths: Vec<PathBuf>,
+        tweak: impl FnOnce(&mut AppOptions),
+    ) -> Harness {
         let mut options = AppOptions {
-            config: vec![dir.path().to_path_buf()],
             server: ServerOptions {
                 bind: "127.0.0.1".parse().unwrap(),
                 ephemeral_ports: true,
@@ -76,7 +85,8 @@ impl Harness {
             ..Default::default()
         };
         tweak(&mut options);
-        let app = match App::start(options).await {
+        let source = std::sync::Arc::new(keyway_sources::FileSource::new(paths));
+        let app = match App::start(source, options).await {
             Ok(app) => app,
             Err(e) => panic!("gateway did not start: {e:#?}"),
         };
