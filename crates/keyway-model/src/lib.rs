@@ -1,6 +1,6 @@
 //! The input side of Keyway's pipeline: the Kubernetes objects it reads, as typed values.
 //!
-//! Every source (YAML files today, the Kubernetes API server later) produces a [`Snapshot`]:
+//! Every source (YAML files, the Kubernetes API server) produces a [`Snapshot`]:
 //! the complete set of objects that make up the desired state, each tagged with the
 //! [`Origin`] it came from so that errors can point at a file and line. The compiler
 //! (`keyway-compile`) turns a snapshot into runtime configuration; nothing else interprets

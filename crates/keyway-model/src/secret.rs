@@ -217,6 +217,8 @@ mod tests {
             vec![r#"entry name "bad\nname" cannot be a client id"#]
         );
         assert_eq!(format!("{keys:?}"), "<2 keys, 1 problems>");
+        assert_eq!((keys.len(), keys.is_empty()), (2, false));
+        assert!(SecretKeys::default().is_empty());
         assert!(!is_header_value("del\u{7f}"));
         assert!(is_header_value("caf\u{e9} ok"));
     }

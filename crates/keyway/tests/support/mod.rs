@@ -520,7 +520,7 @@ impl Binary {
 }
 
 /// The `addr=` of a log line with `message` (text or JSON format).
-fn logged_addr(line: &str, message: &str) -> Option<SocketAddr> {
+pub fn logged_addr(line: &str, message: &str) -> Option<SocketAddr> {
     if !line.contains(message) {
         return None;
     }

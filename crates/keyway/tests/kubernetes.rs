@@ -1,0 +1,544 @@
+//! Kubernetes mode end to end: `keyway run --kubernetes` processes against the
+//! repository's fake API server (`keyway-fakeapi`), all on 127.0.0.1.
+//!
+//! Every test applies its objects to the fake, starts one or more replicas with their own
+//! bearer token (so the request log tells them apart), and checks what they serve over
+//! real sockets.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keyway_fakeapi::FakeApiServer;
+use support::{logged_addr, send, service, try_send, upstream, Req, LISTENER_PORT};
+
+const CONTROLLER: &str = "keyway.dev/gateway-controller";
+
+/// One `keyway run --kubernetes` process; killed on drop.
+struct Replica {
+    child: std::process::Child,
+    output: Arc<Mutex<String>>,
+    admin: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Replica {
+    /// Starts a replica authenticating as `token`; returns once its admin port is up.
+    fn start(api: &FakeApiServer, token: &str, extra: &[&str]) -> Replica {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = api.write_kubeconfig(dir.path(), token);
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"))
+            .args(["run", "--kubernetes", "--bind-address", "127.0.0.1"])
+            .args(["--admin-address", "127.0.0.1:0"])
+            .args(["--port-map", &format!("{LISTENER_PORT}=0")])
+            .args(extra)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output: Arc<Mutex<String>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let out = output.clone();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stderr);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                out.lock().unwrap().push_str(&line);
+                if let Some(addr) = logged_addr(&line, "admin listening") {
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let admin = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no admin port:\n{}", output.lock().unwrap()));
+        Replica {
+            child,
+            output,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// The Gateway listener's address, once it is bound (up to `within`).
+    async fn gateway(&self, within: Duration) -> Option<SocketAddr> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            let found = self.output().lines().find_map(|l| {
+                (l.contains(&format!("port={LISTENER_PORT}")))
+                    .then(|| logged_addr(l, "listening"))
+                    .flatten()
+            });
+            if found.is_some() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    async fn serving(&self) -> SocketAddr {
+        self.gateway(Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("never served:\n{}", self.output()))
+    }
+
+    async fn readyz(&self) -> u16 {
+        send(self.admin, Req::get("l", "/readyz"))
+            .await
+            .status
+            .as_u16()
+    }
+
+    async fn admin_json(&self, path: &str) -> serde_json::Value {
+        send(self.admin, Req::get("l", path)).await.json()
+    }
+}
+
+/// GatewayClass `keyway` (ours), Gateway `gw` on the listener port, HTTPRoute `r` to the
+/// Service `app` in front of `up`, and a policy on the route reading Secrets labelled
+/// `keys: demo` in `ns`.
+fn base(up: SocketAddr) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: keyway}}\nspec: {{controllerName: {CONTROLLER}}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: apps}}\nspec:\n  gatewayClassName: keyway\n  listeners: [{{name: http, port: {LISTENER_PORT}, protocol: HTTP}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: apps}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs: [{{name: app, port: 80}}]\n---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: keys, namespace: apps}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}}]\n  apiKeyAuth:\n    secretSelector: {{matchLabels: {{keys: demo}}}}\n{}",
+        service("apps", "app", &[up])
+    )
+}
+
+fn secret(name: &str, entries: &[(&str, &str)]) -> serde_json::Value {
+    let data: serde_json::Map<String, serde_json::Value> = entries
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "namespace": "apps", "labels": {"keys": "demo"}},
+        "stringData": data})
+}
+
+async fn status_with(addr: SocketAddr, key: Option<&str>) -> u16 {
+    let mut req = Req::get("example.com", "/");
+    if let Some(k) = key {
+        req = req.header("api-key", k);
+    }
+    match try_send(addr, req).await {
+        Ok(r) => r.status.as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Waits until `check` holds (polling every 20 ms) and returns how long it took.
+async fn until<F, Fut>(within: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+async fn fake_with(up: SocketAddr) -> FakeApiServer {
+    let api = FakeApiServer::start().await;
+    api.apply_yaml(&base(up));
+    api.apply(secret("alice", &[("alice", "k-alice")]));
+    api.apply(secret("bob", &[("bob", "k-bob")]));
+    api
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_served_until_every_kind_is_listed() {
+    let up = upstream().await;
+    let api = fake_with(up).await;
+    api.faults().hold_list("TrafficPolicy", true);
+    let replica = Replica::start(&api, "replica-a", &[]);
+    // The route and the Secrets are listed; the policy protecting the route is not.
+    let held = until(Duration::from_secs(10), || async {
+        api.faults().held_lists("TrafficPolicy") > 0
+    })
+    .await;
+    assert!(held.is_some(), "the TrafficPolicy list was never asked for");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(replica.readyz().await, 503);
+    assert_eq!(
+        replica.gateway(Duration::from_millis(10)).await,
+        None,
+        "a listener opened before the policies were read:\n{}",
+        replica.output()
+    );
+    api.faults().hold_list("TrafficPolicy", false);
+    let addr = replica.serving().await;
+    assert_eq!(status_with(addr, None).await, 401);
+    assert_eq!(status_with(addr, Some("k-alice")).await, 200);
+    assert!(until(Duration::from_secs(5), || async {
+        replica.readyz().await == 200
+    })
+    .await
+    .is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_served_one_object_per_page_are_read_whole() {
+    let up = upstream().await;
+    let api = fake_with(up).await;
+    for i in 0..5 {
+        api.apply(secret(
+            &format!("more-{i}"),
+            &[(&format!("c{i}"), &format!("k-{i}"))],
+        ));
+    }
+    api.faults().set_max_page(Some(1));
+    let replica = Replica::start(&api, "paged", &[]);
+    let addr = replica.serving().await;
+    for key in ["k-alice", "k-bob", "k-0", "k-4"] {
+        assert_eq!(status_with(addr, Some(key)).await, 200, "{key}");
+    }
+    let continued = api
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/secrets") && r.query_param("continue").is_some())
+        .count();
+    assert!(
+        continued >= 6,
+        "the Secret list was not paged: {continued} continued pages"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_reaches_every_replica_within_a_second() {
+    let up = upstream().await;
+    let api = fake_with(up).await;
+    let replicas: Vec<Replica> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|t| Replica::start(&api, t, &[]))
+        .collect();
+    let mut addrs = Vec::new();
+    for r in &replicas {
+        let a = r.serving().await;
+        assert_eq!(status_with(a, Some("k-alice")).await, 200);
+        assert_eq!(status_with(a, Some("k-bob")).await, 200);
+        addrs.push(a);
+    }
+    // A key removed from its Secret, then a whole Secret deleted.
+    let mut latencies = Vec::new();
+    api.apply(secret("alice", &[("alice-2", "k-alice-2")]));
+    let changed = Instant::now();
+    for a in &addrs {
+        let t = until(Duration::from_secs(1), || async {
+            status_with(*a, Some("k-alice")).await == 401
+        })
+        .await;
+        latencies.push(t.map(|_| changed.elapsed()));
+    }
+    assert!(api.delete("v1", "Secret", Some("apps"), "bob"));
+    let deleted = Instant::now();
+    for a in &addrs {
+        let t = until(Duration::from_secs(1), || async {
+            status_with(*a, Some("k-bob")).await == 401
+        })
+        .await;
+        latencies.push(t.map(|_| deleted.elapsed()));
+    }
+    eprintln!("revocation latencies: {latencies:?}");
+    assert!(latencies.iter().all(Option::is_some), "{latencies:?}");
+    for a in &addrs {
+        assert_eq!(status_with(*a, Some("k-alice-2")).await, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_policy_refuses_its_targets() {
+    let up = upstream().await;
+    let api = fake_with(up).await;
+    let replica = Replica::start(&api, "bad-policy", &[]);
+    let addr = replica.serving().await;
+    assert_eq!(status_with(addr, Some("k-alice")).await, 200);
+    api.apply(serde_json::json!({"apiVersion": "gateway.kgateway.dev/v1alpha1", "kind": "TrafficPolicy",
+        "metadata": {"name": "keys", "namespace": "apps"},
+        "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "r"}],
+                 "apiKeyAuth": {"secretSelector": {"matchLabels": {"keys": "demo"}}, "keySources": "header"}}}));
+    let refused = until(Duration::from_secs(2), || async {
+        status_with(addr, Some("k-alice")).await == 500
+    })
+    .await;
+    assert!(refused.is_some(), "{}", replica.output());
+    assert_eq!(status_with(addr, None).await, 500);
+    let status = replica.admin_json("/status").await;
+    assert!(status.to_string().contains("cannot be decoded"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_read_only_in_watched_namespaces() {
+    let up = upstream().await;
+    let api = fake_with(up).await;
+    api.apply(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "elsewhere", "namespace": "other", "labels": {"keys": "demo"}},
+        "stringData": {"eve": "k-eve"}}));
+    let replica = Replica::start(&api, "scoped", &["--watch-namespace", "apps"]);
+    let addr = replica.serving().await;
+    assert_eq!(status_with(addr, Some("k-alice")).await, 200);
+    let secret_requests: Vec<String> = api
+        .requests()
+        .iter()
+        .filter(|r| r.token.as_deref() == Some("scoped") && r.path.ends_with("/secrets"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(!secret_requests.is_empty());
+    assert!(
+        secret_requests
+            .iter()
+            .all(|p| p == "/api/v1/namespaces/apps/secrets"),
+        "{secret_requests:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_of_other_controllers_are_not_served() {
+    let up = upstream().await;
+    let api = fake_with(up).await;
+    // Only another controller's class: nothing to serve.
+    api.apply(
+        serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": "keyway"}, "spec": {"controllerName": "example.com/other"}}),
+    );
+    let replica = Replica::start(&api, "other", &[]);
+    assert!(
+        until(Duration::from_secs(10), || async {
+            replica.readyz().await == 200
+        })
+        .await
+        .is_some(),
+        "{}",
+        replica.output()
+    );
+    assert_eq!(replica.gateway(Duration::from_millis(500)).await, None);
+    // The class becomes ours: the Gateway is served.
+    api.apply(
+        serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": "keyway"}, "spec": {"controllerName": CONTROLLER}}),
+    );
+    let addr = replica.serving().await;
+    assert_eq!(status_with(addr, Some("k-bob")).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_resource_version_relists_without_a_gap() {
+    let up = upstream().await;
+    let api = fake_with(up).await;
+    let replica = Replica::start(&api, "relist", &[]);
+    let addr = replica.serving().await;
+    let generation = replica.admin_json("/status").await["generation"].clone();
+    // A continuous probe over the relist.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.push(status_with(addr, Some("k-alice")).await);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        })
+    };
+    // Cut the streams (no last bookmark), move the resourceVersion on with a status-only
+    // write (nothing the compiler reads), drop the history: every watch resumes from a
+    // version the server no longer has.
+    api.faults().refuse_connections(true);
+    api.set_status(
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        Some("apps"),
+        "r",
+        serde_json::json!({"parents": []}),
+    );
+    api.faults().compact();
+    api.clear_requests();
+    api.faults().refuse_connections(false);
+    let relisted = until(Duration::from_secs(10), || async {
+        api.requests()
+            .iter()
+            .filter(|r| !r.is_watch && r.path.ends_with("/httproutes"))
+            .count()
+            > 0
+    })
+    .await;
+    assert!(
+        relisted.is_some(),
+        "no new LIST after 410: {:#?}",
+        api.requests()
+            .iter()
+            .map(|r| format!("{} {}?{} {}", r.method, r.path, r.query, r.status))
+            .collect::<Vec<_>>()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = probe.await.unwrap();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|s| *s == 200),
+        "{seen:?}"
+    );
+    // Nothing changed: the relist did not even recompile.
+    assert_eq!(
+        replica.admin_json("/status").await["generation"],
+        generation
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_watch_resumes_from_its_resource_version() {
+    let up = upstream().await;
+    let api = fake_with(up).await;
+    api.faults()
+        .set_bookmark_interval(Duration::from_millis(200));
+    let replica = Replica::start(&api, "resume", &[]);
+    let addr = replica.serving().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    api.clear_requests();
+    api.faults().close_watches();
+    let rewatched = until(Duration::from_secs(10), || async {
+        api.requests()
+            .iter()
+            .filter(|r| r.is_watch && r.path.ends_with("/trafficpolicies"))
+            .count()
+            > 0
+    })
+    .await;
+    assert!(rewatched.is_some(), "no new watch");
+    let requests = api.requests();
+    let lists: Vec<_> = requests.iter().filter(|r| !r.is_watch).collect();
+    assert!(lists.is_empty(), "relisted after a clean close: {lists:?}");
+    assert!(requests.iter().filter(|r| r.is_watch).all(|r| r
+        .query_param("resourceVersion")
+        .is_some_and(|v| v != "0" && !v.is_empty())));
+    // Status-only updates change nothing the compiler reads: no recompile.
+    let generation = replica.admin_json("/status").await["generation"].clone();
+    api.set_status(
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        Some("apps"),
+        "r",
+        serde_json::json!({"parents": []}),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        replica.admin_json("/status").await["generation"],
+        generation
+    );
+    assert_eq!(status_with(addr, Some("k-alice")).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_keeps_serving_and_converges_after() {
+    let up = upstream().await;
+    let api = fake_with(up).await;
+    let replicas: Vec<Replica> = ["o1", "o2"]
+        .iter()
+        .map(|t| Replica::start(&api, t, &[]))
+        .collect();
+    let mut addrs = Vec::new();
+    for r in &replicas {
+        addrs.push(r.serving().await);
+    }
+    api.faults().refuse_connections(true);
+    // Changed and deleted while the replicas cannot see it.
+    api.apply(secret("alice", &[("alice", "k-alice-new")]));
+    assert!(api.delete("v1", "Secret", Some("apps"), "bob"));
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(60) {
+        for (r, a) in replicas.iter().zip(&addrs) {
+            assert_eq!(r.readyz().await, 200, "readiness dropped in the outage");
+            assert_eq!(status_with(*a, Some("k-alice")).await, 200);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let status = replicas[0].admin_json("/status").await;
+    let stale = status["source"]["state"]["watches"][0]["staleSeconds"]
+        .as_f64()
+        .unwrap();
+    assert!(stale > 50.0, "staleness not reported: {status}");
+    let metrics = send(replicas[0].admin, Req::get("l", "/metrics"))
+        .await
+        .text();
+    assert!(
+        metrics.contains("keyway_source_stale_seconds{view=\"secrets.v1\"}"),
+        "{metrics}"
+    );
+    api.faults().refuse_connections(false);
+    let back = Instant::now();
+    for a in &addrs {
+        let t = until(Duration::from_secs(35), || async {
+            status_with(*a, Some("k-alice")).await == 401
+                && status_with(*a, Some("k-bob")).await == 401
+                && status_with(*a, Some("k-alice-new")).await == 200
+        })
+        .await;
+        assert!(t.is_some(), "did not converge within 35 s");
+    }
+    eprintln!(
+        "converged {:?} after the API server returned",
+        back.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_answers_are_retried_without_losing_the_config() {
+    let up = upstream().await;
+    let api = fake_with(up).await;
+    let replica = Replica::start(&api, "errors", &[]);
+    let addr = replica.serving().await;
+    api.faults().close_watches();
+    for code in [429, 500, 503] {
+        api.faults().fail_all(Some(code));
+        api.faults().close_watches();
+        let phase = Instant::now();
+        while phase.elapsed() < Duration::from_secs(10) {
+            assert_eq!(status_with(addr, Some("k-alice")).await, 200);
+            assert_eq!(replica.readyz().await, 200);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    api.faults().fail_all(None);
+    let failed = api.requests().iter().filter(|r| r.status >= 429).count();
+    assert!(failed > 3, "the errors were not retried: {failed}");
+    api.apply(secret("alice", &[("alice", "k-after")]));
+    assert!(until(Duration::from_secs(35), || async {
+        status_with(addr, Some("k-after")).await == 200
+    })
+    .await
+    .is_some());
+    assert!(replica.child_alive());
+}
+
+impl Replica {
+    fn child_alive(&self) -> bool {
+        // `try_wait` needs `&mut`; the process table says as much.
+        std::path::Path::new(&format!("/proc/{}", self.child.id())).exists()
+    }
+}
