@@ -352,3 +352,28 @@ fn an_empty_api_key_auth_and_conflicting_choices_fail_closed() {
     ));
     assert_eq!(auth(&c, 80, "/one"), "none");
 }
+
+#[test]
+fn a_duplicate_key_names_the_secret_that_holds_it_first() {
+    // `bob` has keys in `a-keys` and `b-keys`; `carol` in `c-keys` presents bob's second
+    // key. The message must name `b-keys`, where that key is bob's, not another Secret
+    // that merely has a client called bob or the Secret that repeats the key.
+    let secrets = "apiVersion: v1\nkind: Secret\nmetadata: {name: a-keys, namespace: apps, labels: {set: dup}}\nstringData: {bob: k-a}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: b-keys, namespace: apps, labels: {set: dup}}\nstringData: {bob: k-x}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: c-keys, namespace: apps, labels: {set: dup}}\nstringData: {carol: k-x}\n---\n";
+    let c = compiled(&format!(
+        "{secrets}{}",
+        policy(
+            "p",
+            "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]\n  apiKeyAuth: {secretSelector: {matchLabels: {set: dup}}}"
+        )
+    ));
+    assert_eq!(auth(&c, 80, "/one"), "invalid:apps/p");
+    let accepted = condition(&c, "p", "Accepted");
+    assert!(
+        accepted.message.contains(
+            "duplicate API key value shared by client \"bob\" in secret apps/b-keys and client \"carol\" in secret apps/c-keys"
+        ),
+        "{}",
+        accepted.message
+    );
+    assert!(!accepted.message.contains("k-x"), "{}", accepted.message);
+}

@@ -182,6 +182,16 @@ mod tests {
     }
 
     #[test]
+    fn digests_are_the_first_128_bits_of_sha256() {
+        // `printf k-1 | sha256sum | cut -c1-32`
+        assert_eq!(
+            digest(b"k-1"),
+            [124, 53, 197, 161, 120, 93, 32, 112, 78, 68, 213, 222, 75, 235, 129, 193]
+        );
+        assert_ne!(digest(b"k-1"), digest(b"k-2"));
+    }
+
+    #[test]
     fn only_tls_secrets_keep_their_plaintext() {
         let k = |type_: &str| k8s_openapi::api::core::v1::Secret {
             type_: Some(type_.into()),
