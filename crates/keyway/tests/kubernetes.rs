@@ -164,6 +164,23 @@ where
     None
 }
 
+/// For each replica, how long after `since` it took to refuse `key` (`None`: not within 1 s).
+async fn refused_everywhere(
+    addrs: &[SocketAddr],
+    key: &str,
+    since: Instant,
+) -> Vec<Option<Duration>> {
+    let mut out = Vec::new();
+    for a in addrs {
+        let t = until(Duration::from_secs(1), || async {
+            status_with(*a, Some(key)).await == 401
+        })
+        .await;
+        out.push(t.map(|_| since.elapsed()));
+    }
+    out
+}
+
 async fn fake_with(up: SocketAddr) -> FakeApiServer {
     let api = FakeApiServer::start().await;
     api.apply_yaml(&base(up));
@@ -246,25 +263,10 @@ async fn revocation_reaches_every_replica_within_a_second() {
         addrs.push(a);
     }
     // A key removed from its Secret, then a whole Secret deleted.
-    let mut latencies = Vec::new();
     api.apply(secret("alice", &[("alice-2", "k-alice-2")]));
-    let changed = Instant::now();
-    for a in &addrs {
-        let t = until(Duration::from_secs(1), || async {
-            status_with(*a, Some("k-alice")).await == 401
-        })
-        .await;
-        latencies.push(t.map(|_| changed.elapsed()));
-    }
+    let mut latencies = refused_everywhere(&addrs, "k-alice", Instant::now()).await;
     assert!(api.delete("v1", "Secret", Some("apps"), "bob"));
-    let deleted = Instant::now();
-    for a in &addrs {
-        let t = until(Duration::from_secs(1), || async {
-            status_with(*a, Some("k-bob")).await == 401
-        })
-        .await;
-        latencies.push(t.map(|_| deleted.elapsed()));
-    }
+    latencies.extend(refused_everywhere(&addrs, "k-bob", Instant::now()).await);
     eprintln!("revocation latencies: {latencies:?}");
     assert!(latencies.iter().all(Option::is_some), "{latencies:?}");
     for a in &addrs {
