@@ -221,3 +221,58 @@ fn error_lines_count_newlines_as_editors_do() {
     assert_eq!(e.line, Some(3), "{e}");
     assert_eq!(e.column, Some(13), "{e}");
 }
+
+#[test]
+fn a_reload_parses_only_the_files_that_changed() {
+    use keyway_sources::files::FileSource;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |name: &str, key: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{c: {key}}}\n"
+        )
+    };
+    std::fs::write(dir.path().join("a.yaml"), secret("a", "k-a")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), secret("b", "k-b")).unwrap();
+    let source = FileSource::new(vec![dir.path().to_path_buf()]);
+    let keys = |l: &keyway_sources::Loaded, name: &str| {
+        l.snapshot.secrets[&keyway_model::ObjectKey::new("default", name)]
+            .value
+            .keys
+            .clone()
+    };
+    let first = source.load().unwrap();
+    std::fs::write(dir.path().join("b.yaml"), secret("b", "k-b2")).unwrap();
+    let second = source.load().unwrap();
+    // The unchanged file's Secret is the one parsed (and digested) before; the changed
+    // one is new, and the fingerprint moved with it.
+    assert!(Arc::ptr_eq(&keys(&first, "a"), &keys(&second, "a")));
+    assert!(!Arc::ptr_eq(&keys(&first, "b"), &keys(&second, "b")));
+    assert_eq!(
+        keys(&second, "b").entries[0].0,
+        keyway_model::digest(b"k-b2")
+    );
+    assert_ne!(first.fingerprint, second.fingerprint);
+    // A file removed takes its objects with it; the same content loads the same fingerprint.
+    std::fs::remove_file(dir.path().join("a.yaml")).unwrap();
+    let third = source.load().unwrap();
+    assert!(third.snapshot.secrets.len() == 1);
+    std::fs::write(dir.path().join("a.yaml"), secret("a", "k-a")).unwrap();
+    assert_eq!(source.load().unwrap().fingerprint, second.fingerprint);
+}
+
+#[test]
+fn an_object_in_two_files_names_both_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n";
+    std::fs::write(dir.path().join("a.yaml"), doc).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), format!("---\n{doc}")).unwrap();
+    let errors = load(&[dir.path().to_path_buf()]).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = errors[0].to_string();
+    assert!(
+        e.contains("b.yaml:2: Service default/s: defined twice: first at"),
+        "{e}"
+    );
+    assert!(e.contains("a.yaml:1"), "{e}");
+}

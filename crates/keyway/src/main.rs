@@ -320,7 +320,6 @@ async fn run(args: RunArgs) -> ExitCode {
     let (source, kube_changes): (Arc<dyn Source>, _) = if args.kubernetes {
         let options = KubeOptions {
             watch_namespaces: args.watch_namespace.clone(),
-            ..Default::default()
         };
         match KubeSource::connect(options).await {
             Ok(k) => {

@@ -42,14 +42,15 @@ use decode::{Decoded, Entry};
 use freshness::{Freshness, TrackLayer};
 use kinds::{WatchedKind, WATCHED};
 
+/// Secrets per list page (other kinds: kube's default of 500). Secrets are the large
+/// objects, a thousand keys each is common, and a page is held whole while it is read.
+const SECRET_PAGE_SIZE: u32 = 50;
+
 /// What Kubernetes mode is told on the command line.
 #[derive(Clone, Debug, Default)]
 pub struct KubeOptions {
     /// Namespaces whose Secrets are read; empty: all namespaces.
     pub watch_namespaces: Vec<String>,
-    /// Secrets per list page: Secrets are the large objects (a thousand keys each is
-    /// common), and a page is held whole in memory while it is read.
-    pub secret_page_size: Option<u32>,
 }
 
 /// The Kubernetes source. Cheap to share; its watches run until it is dropped.
@@ -140,7 +141,7 @@ impl KubeSource {
                 };
                 let mut config = watcher::Config::default();
                 if kind.kind == Kind::Secret {
-                    config = config.page_size(options.secret_page_size.unwrap_or(50));
+                    config = config.page_size(SECRET_PAGE_SIZE);
                 }
                 tokio::spawn(run_watch(shared.clone(), i, api, config))
             })
@@ -257,9 +258,10 @@ impl Shared {
             Event::Apply(obj) => {
                 let k = key(kind, &obj);
                 let entry = self.decode_reusing(i, &k, kind, obj);
+                let content = entry.content;
                 let mut views = self.lock();
-                let old = views.watches[i].objects.insert(k, entry.clone());
-                if old.is_none_or(|o| o.content != entry.content) {
+                let old = views.watches[i].objects.insert(k, entry);
+                if old.is_none_or(|o| o.content != content) {
                     self.bump(&mut views);
                 }
             }
@@ -343,27 +345,21 @@ impl Source for KubeSource {
         let snap = &mut out.snapshot;
         for view in &views.watches {
             for (k, entry) in &view.objects {
-                match &entry.value {
-                    Ok(d) => insert(snap, k, d),
-                    Err(why) => out.warnings.push(Warning {
-                        origin: Origin::Kubernetes,
-                        message: format!(
-                            "{} {k}: cannot be decoded, ignored: {why}",
-                            view.kind.api_kind
-                        ),
+                let problem = match &entry.value {
+                    Ok(Decoded::TrafficPolicy(p)) => p.spec.undecodable.as_ref().map(|why| {
+                        format!("spec cannot be decoded, its targets are refused: {why}")
                     }),
+                    Ok(_) => None,
+                    Err(why) => Some(format!("cannot be decoded, ignored: {why}")),
+                };
+                if let Ok(d) = &entry.value {
+                    insert(snap, k, d);
                 }
-            }
-        }
-        for view in &views.watches {
-            for (k, entry) in &view.objects {
-                if let Ok(Decoded::TrafficPolicy(p)) = &entry.value {
-                    if let Some(why) = &p.spec.undecodable {
-                        out.warnings.push(Warning {
-                            origin: Origin::Kubernetes,
-                            message: format!("TrafficPolicy {k}: spec cannot be decoded, its targets are refused: {why}"),
-                        });
-                    }
+                if let Some(message) = problem {
+                    out.warnings.push(Warning {
+                        origin: Origin::Kubernetes,
+                        message: format!("{} {k}: {message}", view.kind.api_kind),
+                    });
                 }
             }
         }
