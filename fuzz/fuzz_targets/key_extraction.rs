@@ -30,10 +30,11 @@ const NAMES: [&str; 6] = [
 ];
 
 fn policy(forward: bool) -> ApiKeyPolicy {
-    let mut credentials = Credentials::default();
-    for (i, k) in KEYS.iter().enumerate() {
-        credentials.insert(digest(k.as_bytes()), Arc::from(format!("client{i}")));
-    }
+    let credentials: Credentials = KEYS
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (digest(k.as_bytes()), Arc::from(format!("client{i}"))))
+        .collect();
     ApiKeyPolicy {
         name: Arc::from("fuzz/p"),
         headers: vec![

@@ -750,48 +750,23 @@ fn secrets<'a>(
     found
 }
 
-/// The Secret holding `digest` for `client`: looked up only to word a conflict, so the
-/// common path keeps no second map of a million entries.
-fn owner<'a>(
-    secrets: &[(&'a ObjectKey, &Secret)],
-    digest: &[u8; 16],
-    client: &str,
-) -> &'a ObjectKey {
-    secrets
-        .iter()
-        .find(|(_, s)| {
-            s.keys
-                .entries
-                .iter()
-                .any(|(d, c)| d == digest && **c == *client)
-        })
-        .map(|(k, _)| *k)
-        .expect("a digest in the map came from one of the policy's Secrets")
-}
-
-/// Composes the policy's digest map from its Secrets' digest tables (each digested once,
-/// when its Secret was read), so a change to one of many Secrets costs one table's digests
-/// and one pass of map inserts. Messages name clients and Secrets, never a key.
+/// Composes the policy's credentials from its Secrets' key tables (each digested once,
+/// when its Secret was read): no key is copied, so a change to one of many Secrets costs
+/// one table's digests and one index. Messages name clients and Secrets, never a key.
 fn credentials(secrets: &[(&ObjectKey, &Secret)], errors: &mut Vec<String>) -> Credentials {
-    let total = secrets.iter().map(|(_, s)| s.keys.len()).sum();
-    let mut out = Credentials::with_capacity_and_hasher(total, Default::default());
     let mut problems = Vec::new();
     for (skey, secret) in secrets {
         for p in &secret.keys.problems {
             problems.push(format!("secret {skey}: {p}"));
         }
-        for (d, client) in &secret.keys.entries {
-            match out.get(d) {
-                Some(prev) if prev == client => {}
-                Some(prev) => problems.push(format!(
-                    "duplicate API key value shared by client {prev:?} in secret {} and client {client:?} in secret {skey}",
-                    owner(secrets, d, prev)
-                )),
-                None => {
-                    out.insert(*d, client.clone());
-                }
-            }
-        }
+    }
+    let tables = secrets.iter().map(|(_, s)| s.keys.clone()).collect();
+    let (out, conflicts) = Credentials::compose(tables);
+    for c in conflicts {
+        problems.push(format!(
+            "duplicate API key value shared by client {:?} in secret {} and client {:?} in secret {}",
+            c.first.1, secrets[c.first.0].0, c.again.1, secrets[c.again.0].0
+        ));
     }
     if !problems.is_empty() {
         errors.push(format!(

@@ -1,13 +1,13 @@
 //! API key policies in compiled form: keys are digests, never plaintext.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use http::HeaderName;
 use serde::{Serialize, Serializer};
 
-pub use keyway_model::secret::{digest, KeyDigest};
+pub use keyway_model::secret::{digest, KeyDigest, SecretKeys};
 
 /// The authentication a route requires.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -39,28 +39,105 @@ impl Auth {
     }
 }
 
-/// Hashes a [`KeyDigest`] by taking 8 of its bytes: the input is already a uniform
-/// cryptographic hash, so running SipHash over it again buys nothing.
-#[derive(Default)]
-pub struct DigestHasher(u64);
+/// The hash of a [`KeyDigest`] in the credential index: its two halves folded together.
+/// The digest is already a uniform cryptographic hash, so hashing it again buys nothing.
+pub fn bucket(d: &KeyDigest) -> u64 {
+    let (lo, hi) = d.split_at(8);
+    u64::from_le_bytes(lo.try_into().expect("8 bytes"))
+        ^ u64::from_le_bytes(hi.try_into().expect("8 bytes"))
+}
 
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
+/// Every key a policy accepts.
+///
+/// The keys themselves stay in their Secrets' tables ([`SecretKeys`], built once when each
+/// Secret was read and shared with the source that read it); the policy adds only an index
+/// of `(table, entry)` pairs hashed by digest: 8 bytes a slot. Composing a policy of many
+/// Secrets after one of them changed therefore copies no key and allocates one index.
+#[derive(Default)]
+pub struct Credentials {
+    tables: Vec<Arc<SecretKeys>>,
+    index: HashTable<(u32, u32)>,
+}
+
+/// A key claimed by two clients while composing [`Credentials`]: tables by position in the
+/// list given to [`Credentials::compose`], clients by id. Never the key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// The table that holds the key first, and its client.
+    pub first: (usize, Arc<str>),
+    /// The table that repeats it for another client, and that client.
+    pub again: (usize, Arc<str>),
+}
+
+impl Credentials {
+    /// Indexes every entry of `tables`, in order. A key already held by the same client is
+    /// skipped silently; a key held by another client is a [`Conflict`] (the first keeps it).
+    pub fn compose(tables: Vec<Arc<SecretKeys>>) -> (Credentials, Vec<Conflict>) {
+        let total = tables.iter().map(|t| t.entries.len()).sum();
+        let mut index = HashTable::with_capacity(total);
+        let mut conflicts = Vec::new();
+        let at = |&(t, e): &(u32, u32)| &tables[t as usize].entries[e as usize];
+        for (ti, table) in tables.iter().enumerate() {
+            for (ei, (d, client)) in table.entries.iter().enumerate() {
+                let hash = bucket(d);
+                match index.find(hash, |slot| at(slot).0 == *d) {
+                    Some(slot) => {
+                        let (_, first) = at(slot);
+                        if first != client {
+                            conflicts.push(Conflict {
+                                first: (slot.0 as usize, first.clone()),
+                                again: (ti, client.clone()),
+                            });
+                        }
+                    }
+                    None => {
+                        index.insert_unique(hash, (ti as u32, ei as u32), |slot| {
+                            bucket(&at(slot).0)
+                        });
+                    }
+                }
+            }
+        }
+        (Credentials { tables, index }, conflicts)
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        // `[u8; 16]` hashes as its length prefix, then the bytes: fold it all in.
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 ^= u64::from_le_bytes(b);
-        }
+    /// The client owning the key with digest `d`: one index probe and one table read.
+    pub fn get(&self, d: &KeyDigest) -> Option<&Arc<str>> {
+        self.index
+            .find(bucket(d), |&(t, e)| {
+                self.tables[t as usize].entries[e as usize].0 == *d
+            })
+            .map(|&(t, e)| &self.tables[t as usize].entries[e as usize].1)
+    }
+
+    /// Number of keys accepted.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether no key is accepted.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
     }
 }
 
-/// Digest -> client id.
-pub type Credentials = HashMap<KeyDigest, Arc<str>, BuildHasherDefault<DigestHasher>>;
+impl FromIterator<(KeyDigest, Arc<str>)> for Credentials {
+    /// One table of the given pairs (tests and tools; the compiler composes Secrets' tables).
+    fn from_iter<I: IntoIterator<Item = (KeyDigest, Arc<str>)>>(pairs: I) -> Self {
+        let table = SecretKeys {
+            entries: pairs.into_iter().collect(),
+            problems: Vec::new(),
+        };
+        Credentials::compose(vec![Arc::new(table)]).0
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    /// Counts only, as in dumps: a digest of a short key can be searched for.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} keys in {} tables>", self.len(), self.tables.len())
+    }
+}
 
 /// A compiled `apiKeyAuth`.
 #[derive(Debug, Serialize)]
@@ -109,12 +186,12 @@ fn ser_count<S: Serializer>(c: &Credentials, s: S) -> Result<S::Ok, S::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::BuildHasher;
 
     fn policy() -> ApiKeyPolicy {
-        let mut credentials = Credentials::default();
-        credentials.insert(digest(b"k-1"), Arc::from("alice"));
-        credentials.insert(digest(b"k-2"), Arc::from("bob"));
+        let credentials = Credentials::from_iter([
+            (digest(b"k-1"), Arc::from("alice")),
+            (digest(b"k-2"), Arc::from("bob")),
+        ]);
         ApiKeyPolicy {
             name: Arc::from("apps/p"),
             headers: Vec::new(),
@@ -137,16 +214,92 @@ mod tests {
     }
 
     #[test]
-    fn the_map_hash_folds_the_digest_so_keys_spread() {
-        // A constant or partial hash would put a million keys in one bucket chain: the
+    fn the_index_hash_folds_the_digest_so_keys_spread() {
+        // A constant or partial hash would put a million keys in one probe sequence: the
         // request path's one lookup would become a scan.
-        let build = BuildHasherDefault::<DigestHasher>::default();
-        // The length prefix 16, then the 16 bytes, folded 8 at a time with XOR.
-        assert_eq!(build.hash_one(digest(b"k-1")), 12799711948255031586);
+        assert_eq!(bucket(&digest(b"k-1")), FOLDED_K1);
         let hashes: std::collections::HashSet<u64> = (0..1000u32)
-            .map(|i| build.hash_one(digest(&i.to_le_bytes())))
+            .map(|i| bucket(&digest(&i.to_le_bytes())))
             .collect();
         assert_eq!(hashes.len(), 1000);
+    }
+
+    /// The two 8-byte halves of `digest(b"k-1")`, little-endian, XORed.
+    const FOLDED_K1: u64 = 12799711948255031602;
+
+    fn table(pairs: &[(&str, &str)]) -> Arc<SecretKeys> {
+        Arc::new(SecretKeys {
+            entries: pairs
+                .iter()
+                .map(|(client, key)| (digest(key.as_bytes()), Arc::from(*client)))
+                .collect(),
+            problems: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn tables_compose_into_one_index_sharing_their_keys() {
+        let a = table(&[("alice", "k-1"), ("alice", "k-1b")]);
+        let b = table(&[("bob", "k-2"), ("alice", "k-1")]);
+        let (c, conflicts) = Credentials::compose(vec![a.clone(), b.clone()]);
+        // The same client with the same key in two tables is one key, silently.
+        assert!(conflicts.is_empty(), "{conflicts:?}");
+        assert_eq!((c.len(), c.is_empty()), (3, false));
+        assert_eq!(c.get(&digest(b"k-1b")).map(|c| c.as_ref()), Some("alice"));
+        assert_eq!(c.get(&digest(b"k-2")).map(|c| c.as_ref()), Some("bob"));
+        assert_eq!(c.get(&digest(b"k-3")), None);
+        // The index holds the tables themselves, not copies.
+        assert!(Arc::ptr_eq(&c.tables[1], &b));
+        assert_eq!(format!("{c:?}"), "<3 keys in 2 tables>");
+        assert!(Credentials::default().is_empty());
+    }
+
+    #[test]
+    fn a_key_of_two_clients_is_a_conflict_the_first_keeps() {
+        let (c, conflicts) = Credentials::compose(vec![
+            table(&[("alice", "k-1")]),
+            table(&[("bob", "k-2")]),
+            table(&[("carol", "k-2"), ("dave", "k-1")]),
+        ]);
+        assert_eq!(
+            conflicts,
+            vec![
+                Conflict {
+                    first: (1, Arc::from("bob")),
+                    again: (2, Arc::from("carol")),
+                },
+                Conflict {
+                    first: (0, Arc::from("alice")),
+                    again: (2, Arc::from("dave")),
+                },
+            ]
+        );
+        assert_eq!(c.get(&digest(b"k-2")).map(|c| c.as_ref()), Some("bob"));
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn many_keys_in_many_tables_are_all_found() {
+        let tables: Vec<Arc<SecretKeys>> = (0..20)
+            .map(|t| {
+                Arc::new(SecretKeys {
+                    entries: (0..500)
+                        .map(|i| {
+                            let key = format!("k-{t}-{i}");
+                            (digest(key.as_bytes()), Arc::from(format!("c-{t}-{i}")))
+                        })
+                        .collect(),
+                    problems: Vec::new(),
+                })
+            })
+            .collect();
+        let (c, conflicts) = Credentials::compose(tables);
+        assert!(conflicts.is_empty());
+        assert_eq!(c.len(), 10_000);
+        for (t, i) in [(0, 0), (7, 250), (19, 499)] {
+            let found = c.get(&digest(format!("k-{t}-{i}").as_bytes()));
+            assert_eq!(found.map(|c| c.to_string()), Some(format!("c-{t}-{i}")));
+        }
     }
 
     #[test]

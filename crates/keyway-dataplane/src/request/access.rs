@@ -98,8 +98,7 @@ mod tests {
     }
 
     fn api_key(client_id_header: Option<&'static str>) -> Auth {
-        let mut credentials = Credentials::default();
-        credentials.insert(digest(b"k-1"), Arc::from("alice"));
+        let credentials = Credentials::from_iter([(digest(b"k-1"), Arc::from("alice"))]);
         Auth::ApiKey {
             policy: Arc::new(ApiKeyPolicy {
                 name: Arc::from("default/p"),

@@ -232,9 +232,10 @@ mod tests {
     use keyway_store::auth::{digest, Credentials};
 
     fn policy(headers: &[&str], queries: &[&str], cookies: &[&str], forward: bool) -> ApiKeyPolicy {
-        let mut credentials = Credentials::default();
-        credentials.insert(digest(b"k-123"), Arc::from("client1"));
-        credentials.insert(digest(b"k+456/="), Arc::from("client2"));
+        let credentials = Credentials::from_iter([
+            (digest(b"k-123"), Arc::from("client1")),
+            (digest(b"k+456/="), Arc::from("client2")),
+        ]);
         ApiKeyPolicy {
             name: Arc::from("default/p"),
             headers: headers
@@ -339,8 +340,8 @@ mod tests {
 
     #[test]
     fn keys_are_compared_as_bytes_not_as_lossy_text() {
-        let mut credentials = Credentials::default();
-        credentials.insert(digest("k\u{FFFD}".as_bytes()), Arc::from("client1"));
+        let credentials =
+            Credentials::from_iter([(digest("k\u{FFFD}".as_bytes()), Arc::from("client1"))]);
         let p = ApiKeyPolicy {
             credentials,
             ..policy(&["api-key"], &["k"], &["c"], false)
