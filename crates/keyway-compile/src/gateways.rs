@@ -12,7 +12,7 @@ use keyway_store::HostPattern;
 
 use crate::context::Context;
 use crate::labels::Selector;
-use crate::status::{Condition, ObjectStatus, SectionStatus};
+use crate::status::{Condition, ObjectStatus, SectionRef, SectionStatus};
 
 /// Which namespaces' routes a listener accepts.
 #[derive(Clone, Debug)]
@@ -103,6 +103,20 @@ fn is_ours(ctx: &Context<'_>, class: &str) -> bool {
 /// Runs the gateway pass.
 pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
     let mut out = Gateways::default();
+    for (key, class) in &ctx.snap.gateway_classes {
+        if !is_ours(ctx, &key.name) {
+            continue;
+        }
+        let mut status =
+            ObjectStatus::new(Kind::GatewayClass, key.clone(), class.origin.clone());
+        status.generation = class.value.metadata.generation;
+        status.conditions.push(Condition::ok(
+            "Accepted",
+            "Accepted",
+            format!("handled by {}", class.value.spec.controller_name),
+        ));
+        out.statuses.push(status);
+    }
     let mut gateways: Vec<(&ObjectKey, &keyway_model::Object<Gateway>)> = ctx
         .snap
         .gateways
@@ -115,6 +129,7 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
     let mut taken: BTreeMap<(u16, String), String> = BTreeMap::new();
     for (key, gw) in gateways {
         let mut status = ObjectStatus::new(Kind::Gateway, key.clone(), gw.origin.clone());
+        status.generation = gw.value.metadata.generation;
         let status_idx = out.statuses.len();
         let mut programmed_any = false;
         for l in &gw.value.spec.listeners {
@@ -173,6 +188,10 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
 fn listener(gw: &ObjectKey, l: &GatewayListeners) -> (SectionStatus, Option<ListenerInfo>) {
     let mut section = SectionStatus {
         section: format!("listener {}", l.name),
+        reference: Some(SectionRef::Listener {
+            name: l.name.clone(),
+            http_routes: false,
+        }),
         attached_routes: Some(0),
         conditions: Vec::new(),
     };
@@ -251,6 +270,10 @@ fn listener(gw: &ObjectKey, l: &GatewayListeners) -> (SectionStatus, Option<List
         .conditions
         .push(Condition::ok("Accepted", "Accepted", ""));
     section.conditions.push(resolved);
+    section.reference = Some(SectionRef::Listener {
+        name: l.name.clone(),
+        http_routes: allows_http_route,
+    });
     let info = ListenerInfo {
         id: 0,
         gateway: gw.clone(),

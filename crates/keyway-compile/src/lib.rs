@@ -26,13 +26,15 @@ pub mod policies;
 pub mod routes;
 pub mod status;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
-use keyway_model::Snapshot;
+use keyway_model::{Kind, ObjectKey, Snapshot};
 use keyway_store::{Balance, Config, Listener, Port};
 
-pub use status::{Condition, ObjectStatus, Report, SectionStatus};
+pub use status::{Condition, ObjectStatus, ParentRef, Report, SectionRef, SectionStatus};
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 pub use keyway_store::INVALID_ROUTE_BODY;
 
@@ -55,6 +57,48 @@ pub struct Compiled {
     pub config: Config,
     /// Conditions on every object.
     pub report: Report,
+}
+
+/// A policy's `status.ancestors[]` references: the Gateways it takes effect on, or, when
+/// it takes effect nowhere, the targets it names (so that `TargetNotFound` is visible on
+/// the policy).
+fn policy_ancestors(
+    snapshot: &Snapshot,
+    key: &ObjectKey,
+    gateways: BTreeSet<ObjectKey>,
+) -> Vec<ParentRef> {
+    if !gateways.is_empty() {
+        return gateways
+            .into_iter()
+            .map(|g| ParentRef {
+                group: Some(GATEWAY_GROUP.into()),
+                kind: Some("Gateway".into()),
+                namespace: Some(g.namespace),
+                name: g.name,
+                ..Default::default()
+            })
+            .collect();
+    }
+    let Some(policy) = snapshot.traffic_policies.get(key) else {
+        return Vec::new();
+    };
+    let mut refs: Vec<ParentRef> = policy
+        .value
+        .spec
+        .target_refs
+        .iter()
+        .map(|t| ParentRef {
+            group: Some(t.group.clone()),
+            kind: Some(t.kind.clone()),
+            namespace: Some(key.namespace.clone()),
+            name: t.name.clone(),
+            section_name: t.section_name.clone(),
+            port: None,
+        })
+        .collect();
+    refs.sort();
+    refs.dedup();
+    refs
 }
 
 /// Compiles a snapshot. Never fails: problems are conditions in the report, and the
@@ -99,13 +143,33 @@ pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
         port.listeners.sort_by_key(|l| l.hostname.specificity());
     }
 
-    report.objects.extend(gateways.statuses);
-    report.objects.extend(routes.statuses);
-    report.objects.extend(policies.statuses(
+    let ours: HashSet<&ObjectKey> = gateways
+        .statuses
+        .iter()
+        .filter(|s| s.kind == Kind::Gateway)
+        .map(|s| &s.key)
+        .collect();
+    let mut policy_statuses = policies.statuses(
         &routes.decided_policies,
         &routes.considered_policies,
         &routes.referenced_policies,
-    ));
+    );
+    for (i, status) in policy_statuses.iter_mut().enumerate() {
+        let gateways = policies.ancestors(
+            i,
+            &ours,
+            &routes.attached_gateways,
+            &routes.referencing_routes,
+        );
+        status.ancestors = policy_ancestors(snapshot, &status.key, gateways);
+        status.generation = snapshot
+            .traffic_policies
+            .get(&status.key)
+            .and_then(|p| p.value.metadata.generation);
+    }
+    report.objects.extend(gateways.statuses);
+    report.objects.extend(routes.statuses);
+    report.objects.extend(policy_statuses);
     report
         .objects
         .sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));

@@ -10,7 +10,7 @@
 //! does a policy that asks for a security feature Keyway does not implement (`extAuth`,
 //! `jwtAuth`, ...): serving its routes without that check would be worse than not serving.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use http::HeaderName;
@@ -184,6 +184,38 @@ impl Policies {
 
     fn at(&self, point: &AttachPoint) -> &[usize] {
         self.attach.get(point).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The Gateways policy `i` takes effect on: those it targets directly (whole or a
+    /// listener), and those its target routes, or the routes naming it in an
+    /// `ExtensionRef`, are attached to. Only Gateways in `ours` count.
+    pub fn ancestors(
+        &self,
+        i: usize,
+        ours: &HashSet<&ObjectKey>,
+        attached_gateways: &HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+        referencing_routes: &HashMap<usize, BTreeSet<ObjectKey>>,
+    ) -> BTreeSet<ObjectKey> {
+        let mut out = BTreeSet::new();
+        let via_route = |route: &ObjectKey, out: &mut BTreeSet<ObjectKey>| {
+            out.extend(attached_gateways.get(route).into_iter().flatten().cloned());
+        };
+        for (point, entries) in &self.attach {
+            if !entries.contains(&i) {
+                continue;
+            }
+            match point {
+                AttachPoint::Gateway(g) | AttachPoint::Listener(g, _) => {
+                    out.insert(g.clone());
+                }
+                AttachPoint::Route(r) | AttachPoint::Rule(r, _) => via_route(r, &mut out),
+            }
+        }
+        for route in referencing_routes.get(&i).into_iter().flatten() {
+            via_route(route, &mut out);
+        }
+        out.retain(|g| ours.contains(g));
+        out
     }
 
     /// Statuses of every policy. `decided` holds the policies that decided at least one

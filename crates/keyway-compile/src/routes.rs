@@ -25,7 +25,7 @@ use crate::backends::{BackendRef, Resolver};
 use crate::context::Context;
 use crate::gateways::{age_key, AllowedNamespaces, Gateways, ListenerInfo};
 use crate::policies::{AuthQuery, Policies};
-use crate::status::{Condition, ObjectStatus, SectionStatus};
+use crate::status::{Condition, ObjectStatus, ParentRef, SectionRef, SectionStatus};
 use crate::INVALID_ROUTE_BODY;
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -65,6 +65,11 @@ pub struct Routes {
     /// Per Gateway, the `clientIdHeader`s of every policy that competed for one of its
     /// rules (see [`keyway_store::Listener::identity_headers`]).
     pub identity_headers: HashMap<ObjectKey, BTreeSet<String>>,
+    /// Per HTTPRoute, the Gateways it is attached to (a policy on the route takes effect
+    /// there: its status ancestors).
+    pub attached_gateways: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Per policy, the HTTPRoutes whose rules name it in an `ExtensionRef` filter.
+    pub referencing_routes: HashMap<usize, BTreeSet<ObjectKey>>,
 }
 
 /// A rule compiled once, then placed on every listener the route attaches to.
@@ -83,6 +88,7 @@ pub(crate) fn compile(ctx: &Context<'_>, gateways: &mut Gateways, policies: &Pol
     let mut resolver = Resolver::new(ctx);
     for (key, obj) in &ctx.snap.http_routes {
         let mut status = ObjectStatus::new(Kind::HttpRoute, key.clone(), obj.origin.clone());
+        status.generation = obj.value.metadata.generation;
         let (rules, resolved, replaced) =
             compile_rules(&mut resolver, key, &obj.value, policies, &mut out);
         let route_name: Arc<str> = Arc::from(key.to_string());
@@ -106,6 +112,14 @@ pub(crate) fn compile(ctx: &Context<'_>, gateways: &mut Gateways, policies: &Pol
             }
             let mut section = SectionStatus {
                 section: label,
+                reference: Some(SectionRef::Parent(ParentRef {
+                    group: parent.group.clone(),
+                    kind: parent.kind.clone(),
+                    namespace: parent.namespace.clone(),
+                    name: parent.name.clone(),
+                    section_name: parent.section_name.clone(),
+                    port: parent.port,
+                })),
                 attached_routes: None,
                 conditions: Vec::new(),
             };
@@ -124,6 +138,10 @@ pub(crate) fn compile(ctx: &Context<'_>, gateways: &mut Gateways, policies: &Pol
                         }
                         gateways.count_attached(lid);
                         let listener = gateways.listeners[lid].clone();
+                        out.attached_gateways
+                            .entry(key.clone())
+                            .or_default()
+                            .insert(listener.gateway.clone());
                         if !listener.programmed {
                             continue;
                         }
@@ -356,6 +374,10 @@ fn compile_rules(
             match policies.index_of(&pk) {
                 Some(i) => {
                     out.referenced_policies.insert(i);
+                    out.referencing_routes
+                        .entry(i)
+                        .or_default()
+                        .insert(key.clone());
                     extension_refs.push(pk);
                 }
                 None => problems.push(format!("ExtensionRef: TrafficPolicy {pk} not found")),

@@ -88,6 +88,55 @@ pub struct ObjectStatus {
     /// Conditions per listener or per parent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sections: Vec<SectionStatus>,
+    /// `metadata.generation` of the object compiled: the `observedGeneration` its
+    /// conditions are written with in Kubernetes mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// TrafficPolicies: the Gateways the policy takes effect on (kgateway's
+    /// `status.ancestors[]`), or, when none, the targets it names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ancestors: Vec<ParentRef>,
+}
+
+/// A reference to a parent object as Gateway API writes it in status (`parentRef`,
+/// `ancestorRef`): the fields given in the spec, no defaults filled in, so the status
+/// entry matches the spec entry it answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    /// API group (`gateway.networking.k8s.io` when absent in the spec).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind (`Gateway` when absent in the spec).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Namespace, when the spec gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Listener or rule name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    /// Port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<i32>,
+}
+
+/// What a [`SectionStatus`] describes, in the terms status writers need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SectionRef {
+    /// A Gateway listener: its name, and whether HTTPRoutes may attach to it (its
+    /// `supportedKinds`).
+    Listener {
+        /// Listener name.
+        name: String,
+        /// Whether the listener serves HTTPRoutes.
+        http_routes: bool,
+    },
+    /// An HTTPRoute's `parentRefs` entry, as given.
+    Parent(ParentRef),
 }
 
 fn ser_kind<S: Serializer>(k: &Kind, s: S) -> Result<S::Ok, S::Error> {
@@ -103,6 +152,9 @@ fn ser_display<S: Serializer, T: fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::
 pub struct SectionStatus {
     /// `listener http`, `parent Gateway ns/name`, ...
     pub section: String,
+    /// The listener or parent reference, structured.
+    #[serde(skip)]
+    pub reference: Option<SectionRef>,
     /// Number of routes attached (listeners only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attached_routes: Option<u32>,
@@ -119,6 +171,8 @@ impl ObjectStatus {
             origin,
             conditions: Vec::new(),
             sections: Vec::new(),
+            generation: None,
+            ancestors: Vec::new(),
         }
     }
 

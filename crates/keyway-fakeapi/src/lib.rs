@@ -52,8 +52,9 @@
 //! - **Authentication and authorization**: bearer tokens are recorded in the request log
 //!   ([`FakeApiServer::requests`]) and not checked. Every request is described by
 //!   [`RequestAttributes`] (user token, verb, group, resource, subresource, namespace,
-//!   name) and offered to an optional [`Authorizer`] ([`FakeApiServer::set_authorizer`]),
-//!   which is where RBAC rules are to be enforced; a denial answers 403 the way RBAC does.
+//!   name) and offered to an optional [`Authorizer`] ([`FakeApiServer::set_authorizer`]);
+//!   a denial answers 403 the way RBAC does. [`RbacAuthorizer`] (the [`rbac`] module)
+//!   enforces RBAC objects — Keyway's own manifests — over a table of tokens.
 //! - **Admission**: no namespace lifecycle (objects may be created in namespaces that do not
 //!   exist; deleting a namespace does not delete its contents), no defaulting beyond what
 //!   the `defaults` module lists, no schema validation of custom resources.
@@ -91,6 +92,7 @@ mod list;
 mod log;
 mod meta;
 mod params;
+pub mod rbac;
 mod render;
 mod resources;
 mod routes;
@@ -112,6 +114,7 @@ use serde_json::{json, Value};
 pub use auth::{Authorizer, Decision, RequestAttributes, ResourceAttributes};
 pub use faults::Faults;
 pub use log::RequestRecord;
+pub use rbac::RbacAuthorizer;
 
 use render::Representation;
 use resources::ResourceType;

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use keyway_compile::{Compiled, Options as CompileOptions};
+use keyway_compile::{Compiled, Options as CompileOptions, Report};
+use keyway_model::Snapshot;
 use keyway_dataplane::{Gateway, Metrics, Server, ServerOptions, Settings};
 use keyway_sources::files::{FileSource, LoadError, Loaded};
 use keyway_sources::Source;
@@ -27,6 +28,20 @@ pub struct AppOptions {
     pub settings: Settings,
     /// Admin port address; `None` for no admin port.
     pub admin: Option<SocketAddr>,
+    /// Told of every config applied, with the snapshot it came from (Kubernetes mode's
+    /// status writer).
+    pub observer: Option<ApplyObserver>,
+}
+
+/// A callback run after each config is applied, with its snapshot and report. It runs on
+/// the reload path: it must be quick (hand the work to a task).
+#[derive(Clone)]
+pub struct ApplyObserver(pub Arc<dyn Fn(&Snapshot, &Arc<Report>) + Send + Sync>);
+
+impl std::fmt::Debug for ApplyObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApplyObserver")
+    }
 }
 
 /// A running gateway.
@@ -230,6 +245,10 @@ impl App {
         let warnings = loaded.warnings.iter().map(ToString::to_string).collect();
         let bind_errors = self.server.reconcile().await;
         timings.apply_ms = swap_started.elapsed().as_secs_f64() * 1e3;
+        let report = Arc::new(report);
+        if let Some(observer) = &self.options.observer {
+            (observer.0)(&loaded.snapshot, &report);
+        }
         let generation = self.state.applied(report, warnings, timings);
         if bind_errors.is_empty() {
             self.state.set_ready(true, "");

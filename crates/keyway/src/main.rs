@@ -41,12 +41,36 @@ enum Command {
     Check(ConfigArgs),
     /// Print the CustomResourceDefinitions of TrafficPolicy and Backend as Keyway reads them.
     Crds,
+    /// Print what `kubectl apply -f -` needs to run Keyway in a cluster: Namespace,
+    /// ServiceAccount, least-privilege RBAC, Deployment, Service, PodDisruptionBudget and
+    /// the GatewayClass `keyway`.
+    Manifests(ManifestArgs),
     /// Run the httpbin-like sample upstream used by the quickstart.
     EchoServer {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Args)]
+struct ManifestArgs {
+    /// Namespace Keyway runs in (and holds its status Lease in).
+    #[arg(long, default_value = "keyway")]
+    namespace: String,
+    /// Replicas of the Deployment.
+    #[arg(long, default_value_t = 2)]
+    replicas: u32,
+    /// Read Secrets only in this namespace (repeatable; default: all): the RBAC grants
+    /// Secrets in these namespaces only.
+    #[arg(long, value_name = "NS")]
+    watch_namespace: Vec<String>,
+    /// Container image.
+    #[arg(long, default_value_t = keyway::kubernetes::manifests::default_image())]
+    image: String,
+    /// The controller name the GatewayClass `keyway` names.
+    #[arg(long, default_value = "keyway.dev/gateway-controller")]
+    controller_name: String,
 }
 
 #[derive(Args)]
@@ -87,6 +111,23 @@ struct RunArgs {
     /// Kubernetes mode: read Secrets only in this namespace (repeatable; default: all).
     #[arg(long, value_name = "NS")]
     watch_namespace: Vec<String>,
+    /// Kubernetes mode: this replica's name, its identity in the status Lease.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Kubernetes mode: the namespace of the status Lease (`keyway-status`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pod_namespace: Option<String>,
+    /// Kubernetes mode: the Service in front of the replicas (NS/NAME); its load-balancer
+    /// or cluster addresses are the Gateways' `status.addresses`.
+    #[arg(long, value_name = "NS/NAME")]
+    service: Option<String>,
+    /// Kubernetes mode: write status only while holding the `keyway-status` Lease. Off:
+    /// this replica always writes (run a single replica then).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Kubernetes mode: how long the status Lease is held without renewal.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    lease_duration: Duration,
     /// Address every Gateway listener binds.
     #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
@@ -186,6 +227,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Crds => crds(),
+        Command::Manifests(args) => manifests(&args),
         Command::Run(args) => runtime(args.threads).block_on(run(*args)),
         Command::EchoServer { listen } => runtime(None).block_on(async move {
             match keyway::echo::spawn(listen).await {
@@ -263,6 +305,57 @@ fn crds() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn manifests(args: &ManifestArgs) -> ExitCode {
+    let options = keyway::kubernetes::manifests::InstallOptions {
+        namespace: args.namespace.clone(),
+        replicas: args.replicas,
+        watch_namespaces: args.watch_namespace.clone(),
+        image: args.image.clone(),
+        controller_name: args.controller_name.clone(),
+    };
+    match keyway::kubernetes::manifests::render(&options) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The replica's identity and namespace in Kubernetes mode: flags, then the downward API
+/// variables (as clap reads them), then what a pod always has.
+fn pod_identity(args: &RunArgs) -> (String, String) {
+    let name = args.pod_name.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "keyway".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let namespace = args.pod_namespace.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            .map(|n| n.trim().to_string())
+            .ok()
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".into())
+    });
+    (name, namespace)
+}
+
+fn parse_service(s: &str) -> Result<keyway_model::ObjectKey, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(keyway_model::ObjectKey::new(ns, name))
+        }
+        _ => Err(format!("--service {s:?}: expected NAMESPACE/NAME")),
+    }
+}
+
 async fn run(args: RunArgs) -> ExitCode {
     let mut signals = match Signals::install() {
         Ok(s) => s,
@@ -316,7 +409,22 @@ async fn run(args: RunArgs) -> ExitCode {
             ..Default::default()
         },
         admin: Some(args.admin_address),
+        observer: None,
     };
+    let mut options = options;
+    let mut status_inputs = None;
+    if args.kubernetes {
+        let service = match args.service.as_deref().map(parse_service).transpose() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (observer, inputs) = keyway::kubernetes::status_observer(service);
+        options.observer = Some(observer);
+        status_inputs = Some(inputs);
+    }
     let (source, kube_changes): (Arc<dyn Source>, _) = if args.kubernetes {
         let options = KubeOptions {
             watch_namespaces: args.watch_namespace.clone(),
@@ -348,6 +456,16 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let status_task = match status_inputs {
+        Some(inputs) => match spawn_status(&args, inputs).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     if let Some(mut changes) = kube_changes {
         // Every change the API server sends that the compiler reads: the same reload path
         // as a file change; bursts coalesce while a reload runs.
@@ -370,10 +488,49 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     signals.serve(&app).await;
+    if let Some((stop, task)) = status_task {
+        // Hand the status Lease over before draining: a successor need not wait for it
+        // to expire.
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     app.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Starts the status task: leader election (unless disabled) and the status writer.
+async fn spawn_status(
+    args: &RunArgs,
+    inputs: tokio::sync::watch::Receiver<
+        Option<Arc<keyway::kubernetes::writer::StatusInputs>>,
+    >,
+) -> Result<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>), String> {
+    use keyway::kubernetes::{lease, writer};
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot connect to the Kubernetes API server: {e}"))?;
+    let (identity, namespace) = pod_identity(args);
+    let elector = args.leader_election.then(|| {
+        tracing::info!(%identity, %namespace, lease = lease::LEASE_NAME, "status: leader election");
+        lease::Elector::new(lease::LeaseLock::new(
+            client.clone(),
+            &namespace,
+            lease::LEASE_NAME,
+            &identity,
+            args.lease_duration,
+        ))
+    });
+    let options = writer::StatusOptions {
+        controller: args.controller_name.clone(),
+        elector,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(writer::run(client, options, inputs, async move {
+        let _ = stop_rx.await;
+    }));
+    Ok((stop_tx, task))
 }
 
 /// SIGTERM, SIGINT and SIGHUP, caught from the moment `run` starts: a signal that arrives

@@ -44,7 +44,7 @@ impl State {
     /// Records a newly applied config; returns its generation.
     pub fn applied(
         &self,
-        report: Report,
+        report: Arc<Report>,
         warnings: Vec<String>,
         timings: crate::app::Timings,
     ) -> u64 {
@@ -56,7 +56,7 @@ impl State {
         // anything that is served.
         *self.last_error.lock().expect("lock") = None;
         *self.warnings.lock().expect("lock") = warnings;
-        self.report.store(Arc::new(report));
+        self.report.store(report);
         self.metrics.config_generation.set(generation as i64);
         generation
     }

@@ -65,7 +65,7 @@ pub fn decode(kind: Kind, obj: DynamicObject, hasher: &impl BuildHasher) -> Entr
         }
     };
     drop(obj);
-    let content = content_hash(&json, hasher);
+    let content = content_hash(kind, &json, hasher);
     let value = match kind {
         Kind::GatewayClass => typed(json).map(Decoded::GatewayClass),
         Kind::Namespace => typed(json).map(Decoded::Namespace),
@@ -85,14 +85,15 @@ pub fn decode(kind: Kind, obj: DynamicObject, hasher: &impl BuildHasher) -> Entr
     Entry { content, value }
 }
 
-/// Hashes the object as the compiler sees it: `status` and the metadata the API server
-/// changes on every write are left out.
-fn content_hash(json: &serde_json::Value, hasher: &impl BuildHasher) -> u64 {
+/// Hashes the object as Keyway reads it: `status` and the metadata the API server
+/// changes on every write are left out, except a Service's status: its load-balancer
+/// addresses are the Gateway addresses the status writer reports (`--service`).
+fn content_hash(kind: Kind, json: &serde_json::Value, hasher: &impl BuildHasher) -> u64 {
     let mut h = hasher.build_hasher();
     if let Some(map) = json.as_object() {
         for (k, v) in map {
             match k.as_str() {
-                "status" => {}
+                "status" if kind != Kind::Service => {}
                 "metadata" => {
                     if let Some(meta) = v.as_object() {
                         for (mk, mv) in meta {
