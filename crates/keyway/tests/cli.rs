@@ -114,6 +114,73 @@ fn crds_print_traffic_policy_and_backend() {
     );
 }
 
+/// `deploy/` holds the default install: it must be exactly what the commands print.
+#[test]
+fn deploy_folder_is_what_manifests_and_crds_print() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+    for (file, args) in [("keyway.yaml", &["manifests"][..]), ("crds.yaml", &["crds"][..])] {
+        let out = keyway().args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let path = deploy.join(file);
+        if std::env::var_os("KEYWAY_BLESS").is_some() {
+            std::fs::write(&path, &printed).unwrap();
+            continue;
+        }
+        let stored = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            stored == printed,
+            "deploy/{file} differs from `keyway {}`: regenerate it with KEYWAY_BLESS=1 cargo test -p keyway --test cli deploy",
+            args.join(" ")
+        );
+    }
+}
+
+#[test]
+fn manifests_grant_secrets_only_in_the_watched_namespaces() {
+    let out = keyway()
+        .args(["manifests", "--namespace", "gw", "--replicas", "3", "--image", "example.com/keyway:1"])
+        .args(["--watch-namespace", "team-a", "--watch-namespace", "team-b"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for kind in ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "PodDisruptionBudget", "GatewayClass"] {
+        assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+    }
+    let cluster_role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    assert!(!cluster_role.to_string().contains("\"secrets\""), "{cluster_role}");
+    let secret_roles: Vec<&str> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Role" && d["rules"].to_string().contains("secrets"))
+        .map(|d| d["metadata"]["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(secret_roles, ["team-a", "team-b"]);
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "example.com/keyway:1");
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.windows(2).any(|w| w == ["--watch-namespace", "team-b"]), "{args:?}");
+    assert!(args.windows(2).any(|w| w == ["--service", "gw/keyway"]), "{args:?}");
+    let env = container["env"].to_string();
+    assert!(env.contains("POD_NAME") && env.contains("metadata.name"), "{env}");
+    assert!(env.contains("POD_NAMESPACE") && env.contains("metadata.namespace"), "{env}");
+    let lease_role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["rules"].to_string().contains("leases"))
+        .unwrap();
+    assert_eq!(lease_role["metadata"]["namespace"], "gw");
+}
+
 #[test]
 fn help_and_version_everywhere() {
     for args in [

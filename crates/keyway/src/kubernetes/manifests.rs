@@ -6,8 +6,9 @@
 //! The grant is the least that works (SPEC section 8):
 //! - get/list/watch on every kind read; Secrets cluster-wide only when every namespace is
 //!   watched, else one Role per watched namespace;
-//! - update/patch on the `/status` subresource of the kinds whose status is written, and
-//!   nothing else on them;
+//! - update of the `/status` subresource of the kinds whose status is written (the writer
+//!   PUTs status with a resourceVersion precondition; it never patches), and no other
+//!   write;
 //! - Leases in Keyway's namespace: create, and get/update of `keyway-status` only.
 
 use std::collections::BTreeMap;
@@ -107,8 +108,9 @@ pub fn rbac_rules(watch_namespaces: &[String]) -> (Vec<Value>, Vec<Value>) {
     }
     for (group, mut resources) in status {
         resources.sort_unstable();
+        // The writer PUTs status (a read-merge-write with a precondition): no patch.
         cluster_rules
-            .push(json!({"apiGroups": [group], "resources": resources, "verbs": ["update", "patch"]}));
+            .push(json!({"apiGroups": [group], "resources": resources, "verbs": ["update"]}));
     }
     (cluster_rules, read(per_namespace))
 }
@@ -284,7 +286,7 @@ mod tests {
             let verbs = rule["verbs"].as_array().unwrap();
             let writes = verbs.iter().any(|v| v != "get" && v != "list" && v != "watch");
             if writes {
-                assert_eq!(verbs, &vec![json!("update"), json!("patch")]);
+                assert_eq!(verbs, &vec![json!("update")]);
                 for r in rule["resources"].as_array().unwrap() {
                     assert!(r.as_str().unwrap().ends_with("/status"), "{rule}");
                 }

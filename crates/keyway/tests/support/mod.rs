@@ -16,6 +16,8 @@ use keyway_dataplane::ServerOptions;
 use keyway_dataplane::Settings;
 use tokio::net::TcpStream;
 
+pub mod cluster;
+
 /// Starts the echo upstream on a free loopback port.
 pub async fn upstream() -> SocketAddr {
     keyway::echo::spawn("127.0.0.1:0".parse().unwrap())
