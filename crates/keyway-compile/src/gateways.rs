@@ -107,8 +107,7 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
         if !is_ours(ctx, &key.name) {
             continue;
         }
-        let mut status =
-            ObjectStatus::new(Kind::GatewayClass, key.clone(), class.origin.clone());
+        let mut status = ObjectStatus::new(Kind::GatewayClass, key.clone(), class.origin.clone());
         status.generation = class.value.metadata.generation;
         status.conditions.push(Condition::ok(
             "Accepted",

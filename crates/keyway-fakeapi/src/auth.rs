@@ -1,4 +1,4 @@
-//! Authorization: the place where RBAC will be enforced.
+//! Authorization: the hook RBAC is enforced through ([`crate::rbac::RbacAuthorizer`]).
 //!
 //! The server does no authentication: it records the bearer token of every request (see
 //! [`crate::RequestRecord::token`]) and otherwise lets everyone in. Every request is

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keyway_compile::{Compiled, Options as CompileOptions, Report};
-use keyway_model::Snapshot;
 use keyway_dataplane::{Gateway, Metrics, Server, ServerOptions, Settings};
+use keyway_model::Snapshot;
 use keyway_sources::files::{FileSource, LoadError, Loaded};
 use keyway_sources::Source;
 
@@ -36,7 +36,10 @@ pub struct AppOptions {
 /// A callback run after each config is applied, with its snapshot and report. It runs on
 /// the reload path: it must be quick (hand the work to a task).
 #[derive(Clone)]
-pub struct ApplyObserver(pub Arc<dyn Fn(&Snapshot, &Arc<Report>) + Send + Sync>);
+pub struct ApplyObserver(pub Arc<ObserveFn>);
+
+/// What an [`ApplyObserver`] calls.
+pub type ObserveFn = dyn Fn(&Snapshot, &Arc<Report>) + Send + Sync;
 
 impl std::fmt::Debug for ApplyObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

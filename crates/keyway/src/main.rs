@@ -503,10 +503,14 @@ async fn run(args: RunArgs) -> ExitCode {
 /// Starts the status task: leader election (unless disabled) and the status writer.
 async fn spawn_status(
     args: &RunArgs,
-    inputs: tokio::sync::watch::Receiver<
-        Option<Arc<keyway::kubernetes::writer::StatusInputs>>,
-    >,
-) -> Result<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>), String> {
+    inputs: tokio::sync::watch::Receiver<Option<Arc<keyway::kubernetes::writer::StatusInputs>>>,
+) -> Result<
+    (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+    String,
+> {
     use keyway::kubernetes::{lease, writer};
     let client = kube::Client::try_default()
         .await

@@ -118,9 +118,16 @@ fn crds_print_traffic_policy_and_backend() {
 #[test]
 fn deploy_folder_is_what_manifests_and_crds_print() {
     let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
-    for (file, args) in [("keyway.yaml", &["manifests"][..]), ("crds.yaml", &["crds"][..])] {
+    for (file, args) in [
+        ("keyway.yaml", &["manifests"][..]),
+        ("crds.yaml", &["crds"][..]),
+    ] {
         let out = keyway().args(args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let printed = String::from_utf8(out.stdout).unwrap();
         let path = deploy.join(file);
         if std::env::var_os("KEYWAY_BLESS").is_some() {
@@ -139,7 +146,15 @@ fn deploy_folder_is_what_manifests_and_crds_print() {
 #[test]
 fn manifests_grant_secrets_only_in_the_watched_namespaces() {
     let out = keyway()
-        .args(["manifests", "--namespace", "gw", "--replicas", "3", "--image", "example.com/keyway:1"])
+        .args([
+            "manifests",
+            "--namespace",
+            "gw",
+            "--replicas",
+            "3",
+            "--image",
+            "example.com/keyway:1",
+        ])
         .args(["--watch-namespace", "team-a", "--watch-namespace", "team-b"])
         .output()
         .unwrap();
@@ -149,11 +164,23 @@ fn manifests_grant_secrets_only_in_the_watched_namespaces() {
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect();
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
-    for kind in ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "PodDisruptionBudget", "GatewayClass"] {
+    for kind in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "GatewayClass",
+    ] {
         assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
     }
     let cluster_role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
-    assert!(!cluster_role.to_string().contains("\"secrets\""), "{cluster_role}");
+    assert!(
+        !cluster_role.to_string().contains("\"secrets\""),
+        "{cluster_role}"
+    );
     let secret_roles: Vec<&str> = docs
         .iter()
         .filter(|d| d["kind"] == "Role" && d["rules"].to_string().contains("secrets"))
@@ -165,15 +192,36 @@ fn manifests_grant_secrets_only_in_the_watched_namespaces() {
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "example.com/keyway:1");
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
-    assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"],
+        true
+    );
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
-    let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-    assert!(args.windows(2).any(|w| w == ["--watch-namespace", "team-b"]), "{args:?}");
-    assert!(args.windows(2).any(|w| w == ["--service", "gw/keyway"]), "{args:?}");
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--watch-namespace", "team-b"]),
+        "{args:?}"
+    );
+    assert!(
+        args.windows(2).any(|w| w == ["--service", "gw/keyway"]),
+        "{args:?}"
+    );
     let env = container["env"].to_string();
-    assert!(env.contains("POD_NAME") && env.contains("metadata.name"), "{env}");
-    assert!(env.contains("POD_NAMESPACE") && env.contains("metadata.namespace"), "{env}");
+    assert!(
+        env.contains("POD_NAME") && env.contains("metadata.name"),
+        "{env}"
+    );
+    assert!(
+        env.contains("POD_NAMESPACE") && env.contains("metadata.namespace"),
+        "{env}"
+    );
     let lease_role = docs
         .iter()
         .find(|d| d["kind"] == "Role" && d["rules"].to_string().contains("leases"))

@@ -7,13 +7,11 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyway_fakeapi::FakeApiServer;
 use support::cluster::*;
-use support::{upstream, LISTENER_PORT};
+use support::{send, upstream, Req};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_served_until_every_kind_is_listed() {

@@ -30,7 +30,11 @@ fn enforce_rbac(api: &FakeApiServer, tokens: &[&str], args: &[&str]) -> Arc<Rbac
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut authz = RbacAuthorizer::from_yaml(&String::from_utf8(out.stdout).unwrap()).unwrap();
     for t in tokens {
         authz.bind_service_account(t, NS, "keyway");
@@ -42,7 +46,10 @@ fn enforce_rbac(api: &FakeApiServer, tokens: &[&str], args: &[&str]) -> Arc<Rbac
 
 fn assert_no_denials(authz: &RbacAuthorizer) {
     let denied = authz.denials();
-    assert!(denied.is_empty(), "requests outside the RBAC of `keyway manifests`: {denied:#?}");
+    assert!(
+        denied.is_empty(),
+        "requests outside the RBAC of `keyway manifests`: {denied:#?}"
+    );
 }
 
 /// `keyway run --kubernetes` flags for a replica named `name` in namespace `keyway`.
@@ -75,7 +82,13 @@ fn lease_holder(api: &FakeApiServer) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-fn status_of(api: &FakeApiServer, api_version: &str, kind: &str, ns: Option<&str>, name: &str) -> Value {
+fn status_of(
+    api: &FakeApiServer,
+    api_version: &str,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Value {
     api.get(api_version, kind, ns, name)
         .map(|o| o["status"].clone())
         .unwrap_or(Value::Null)
@@ -134,7 +147,11 @@ fn status_writes(api: &FakeApiServer) -> Vec<(String, String, u16)> {
 async fn generations(replicas: &[&Replica]) -> Vec<u64> {
     let mut out = Vec::new();
     for r in replicas {
-        out.push(r.admin_json("/status").await["generation"].as_u64().unwrap());
+        out.push(
+            r.admin_json("/status").await["generation"]
+                .as_u64()
+                .unwrap(),
+        );
     }
     out
 }
@@ -143,7 +160,9 @@ async fn generations(replicas: &[&Replica]) -> Vec<u64> {
 async fn one_leader_writes_status_stays_idle_and_a_successor_takes_over() {
     let up = upstream().await;
     let api = fake_with(up).await;
-    api.apply(front_service(json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}})));
+    api.apply(front_service(
+        json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}),
+    ));
     let names = ["s1", "s2", "s3"];
     let authz = enforce_rbac(&api, &names, &[]);
     let mut replicas: Vec<Option<Replica>> = names
@@ -157,22 +176,35 @@ async fn one_leader_writes_status_stays_idle_and_a_successor_takes_over() {
         base_converged(&base_statuses(&api))
     })
     .await;
-    assert!(converged.is_some(), "status never converged: {:#?}", base_statuses(&api));
+    assert!(
+        converged.is_some(),
+        "status never converged: {:#?}",
+        base_statuses(&api)
+    );
     let statuses = base_statuses(&api);
-    assert_eq!(statuses[1]["addresses"], json!([{"type": "IPAddress", "value": "203.0.113.7"}]));
+    assert_eq!(
+        statuses[1]["addresses"],
+        json!([{"type": "IPAddress", "value": "203.0.113.7"}])
+    );
     assert_eq!(statuses[2]["parents"][0]["controllerName"], CONTROLLER);
     assert_eq!(
         statuses[3]["ancestors"][0]["ancestorRef"],
         json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "apps", "name": "gw"})
     );
-    assert_eq!(condition(&statuses[1]["conditions"], "Accepted")["observedGeneration"], 1);
+    assert_eq!(
+        condition(&statuses[1]["conditions"], "Accepted")["observedGeneration"],
+        1
+    );
 
     // One writer: the Lease holder.
     let holder = lease_holder(&api).expect("a Lease holder");
     let writes = status_writes(&api);
     assert!(writes.len() >= 4, "{writes:?}");
     for (token, path, code) in &writes {
-        assert_eq!(token, &holder, "{path} written by a replica not holding the Lease");
+        assert_eq!(
+            token, &holder,
+            "{path} written by a replica not holding the Lease"
+        );
         assert!((200..300).contains(code), "{path}: {code}");
     }
 
@@ -202,18 +234,30 @@ async fn one_leader_writes_status_stays_idle_and_a_successor_takes_over() {
     .await
     .expect("no replica took the Lease over");
     let successor = lease_holder(&api).unwrap();
-    println!("lease taken over {:?} after the leader was killed", killed.elapsed());
+    println!(
+        "lease taken over {:?} after the leader was killed",
+        killed.elapsed()
+    );
     assert!(took <= Duration::from_secs(5 + 2), "took {took:?}");
     let restored = until(Duration::from_secs(5), || async {
-        without_times(&Value::from(base_statuses(&api))) == without_times(&Value::from(before.clone()))
+        without_times(&Value::from(base_statuses(&api)))
+            == without_times(&Value::from(before.clone()))
     })
     .await;
-    assert!(restored.is_some(), "statuses not rewritten: {:#?}", base_statuses(&api));
+    assert!(
+        restored.is_some(),
+        "statuses not rewritten: {:#?}",
+        base_statuses(&api)
+    );
     let after = base_statuses(&api);
     assert_eq!(after[0], before[0], "an untouched status was rewritten");
     assert_eq!(after[3], before[3], "an untouched status was rewritten");
     let writes = status_writes(&api);
-    assert_eq!(writes.len(), 2, "only the two lost statuses are written: {writes:?}");
+    assert_eq!(
+        writes.len(),
+        2,
+        "only the two lost statuses are written: {writes:?}"
+    );
     for (token, path, _) in &writes {
         assert_eq!(token, &successor, "{path}");
     }
@@ -233,14 +277,28 @@ async fn client(api: &FakeApiServer, dir: &Path, token: &str) -> kube::Client {
 async fn contenders_for_an_expired_lease_get_one_success_and_one_conflict() {
     let api = FakeApiServer::start().await;
     let authz = enforce_rbac(&api, &["a", "b", "c"], &[]);
-    api.apply(json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+    api.apply(
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
         "metadata": {"name": LEASE_NAME, "namespace": NS},
         "spec": {"holderIdentity": "gone", "leaseDurationSeconds": 1,
-                 "renewTime": "2020-01-01T00:00:00.000000Z"}}));
+                 "renewTime": "2020-01-01T00:00:00.000000Z"}}),
+    );
     let dir = tempfile::tempdir().unwrap();
     let second = Duration::from_secs(1);
-    let a = LeaseLock::new(client(&api, dir.path(), "a").await, NS, LEASE_NAME, "a", second);
-    let b = LeaseLock::new(client(&api, dir.path(), "b").await, NS, LEASE_NAME, "b", second);
+    let a = LeaseLock::new(
+        client(&api, dir.path(), "a").await,
+        NS,
+        LEASE_NAME,
+        "a",
+        second,
+    );
+    let b = LeaseLock::new(
+        client(&api, dir.path(), "b").await,
+        NS,
+        LEASE_NAME,
+        "b",
+        second,
+    );
     let seen_a = a.read().await.unwrap().unwrap();
     let seen_b = b.read().await.unwrap().unwrap();
     api.clear_requests();
@@ -299,7 +357,13 @@ async fn another_controllers_parent_entry_is_kept_byte_for_byte_in_place() {
         "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
             "message": "théirs, «as written»", "observedGeneration": 1,
             "lastTransitionTime": "2024-02-29T12:00:00Z"}]});
-    api.set_status(GW, "HTTPRoute", Some("apps"), "shared", json!({"parents": [theirs]}));
+    api.set_status(
+        GW,
+        "HTTPRoute",
+        Some("apps"),
+        "shared",
+        json!({"parents": [theirs]}),
+    );
     api.apply(front_service(json!({})));
     let authz = enforce_rbac(&api, &["solo"], &[]);
     let replica = Replica::start(&api, "solo", &replica_args("solo", &[]));
@@ -311,7 +375,10 @@ async fn another_controllers_parent_entry_is_kept_byte_for_byte_in_place() {
     .await;
     assert!(both.is_some(), "{:#}", parents());
     let p = parents();
-    assert_eq!(p[0], theirs, "the other controller's entry changed or moved");
+    assert_eq!(
+        p[0], theirs,
+        "the other controller's entry changed or moved"
+    );
     assert_eq!(p[1]["parentRef"], json!({"name": "gw"}));
     assert_eq!(p[1]["controllerName"], CONTROLLER);
 
@@ -319,7 +386,13 @@ async fn another_controllers_parent_entry_is_kept_byte_for_byte_in_place() {
     // away): ours is updated where it stands, theirs is left as they wrote it.
     let mut theirs2 = theirs.clone();
     theirs2["conditions"][0]["message"] = "rewritten by them".into();
-    api.set_status(GW, "HTTPRoute", Some("apps"), "shared", json!({"parents": [theirs2, p[1]]}));
+    api.set_status(
+        GW,
+        "HTTPRoute",
+        Some("apps"),
+        "shared",
+        json!({"parents": [theirs2, p[1]]}),
+    );
     let mut route = api.get(GW, "HTTPRoute", Some("apps"), "shared").unwrap();
     route["spec"]["rules"][0]["backendRefs"][0]["name"] = "missing".into();
     api.apply(route);
@@ -331,7 +404,10 @@ async fn another_controllers_parent_entry_is_kept_byte_for_byte_in_place() {
     let p = parents();
     assert_eq!(p.as_array().unwrap().len(), 2);
     assert_eq!(p[0], theirs2);
-    assert_eq!(condition(&p[1]["conditions"], "ResolvedRefs")["observedGeneration"], 2);
+    assert_eq!(
+        condition(&p[1]["conditions"], "ResolvedRefs")["observedGeneration"],
+        2
+    );
     assert_no_denials(&authz);
 }
 
@@ -339,7 +415,9 @@ async fn another_controllers_parent_entry_is_kept_byte_for_byte_in_place() {
 async fn gateway_addresses_follow_the_front_service() {
     let up = upstream().await;
     let api = fake_with(up).await;
-    api.apply(front_service(json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}})));
+    api.apply(front_service(
+        json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}),
+    ));
     // Secrets of one namespace only: the grant has no cluster-wide Secret read.
     let authz = enforce_rbac(&api, &["addr"], &["--watch-namespace", "apps"]);
     let replica = Replica::start(
@@ -365,19 +443,35 @@ async fn gateway_addresses_follow_the_front_service() {
     };
     let ip = json!([{"type": "IPAddress", "value": "203.0.113.7"}]);
     assert!(expect(ip, "True", "Programmed").await, "{:#}", gateway());
-    api.set_status("v1", "Service", Some(NS), "keyway",
-        json!({"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}));
+    api.set_status(
+        "v1",
+        "Service",
+        Some(NS),
+        "keyway",
+        json!({"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}),
+    );
     let host = json!([{"type": "Hostname", "value": "lb.example.com"}]);
     assert!(expect(host, "True", "Programmed").await, "{:#}", gateway());
     api.set_status("v1", "Service", Some(NS), "keyway", json!({}));
     let cluster = json!([{"type": "IPAddress", "value": "10.96.0.10"}]);
-    assert!(expect(cluster, "True", "Programmed").await, "{:#}", gateway());
+    assert!(
+        expect(cluster, "True", "Programmed").await,
+        "{:#}",
+        gateway()
+    );
     assert!(api.delete("v1", "Service", Some(NS), "keyway"));
-    assert!(expect(Value::Null, "False", "AddressNotAssigned").await, "{:#}", gateway());
+    assert!(
+        expect(Value::Null, "False", "AddressNotAssigned").await,
+        "{:#}",
+        gateway()
+    );
     let programmed = condition(&gateway()["conditions"], "Programmed").clone();
     assert_eq!(programmed["message"], "Service keyway/keyway not found");
     // Serving is not a matter of status: the listener still answers.
-    assert_eq!(status_with(replica.serving().await, Some("k-alice")).await, 200);
+    assert_eq!(
+        status_with(replica.serving().await, Some("k-alice")).await,
+        200
+    );
     let cluster_wide = api
         .requests()
         .iter()
@@ -411,7 +505,10 @@ async fn an_invalid_policy_says_why_without_the_key_and_its_routes_answer_500() 
         assert!(message.contains(name), "{name} not named: {message}");
     }
     let whole = policy().to_string();
-    assert!(!whole.contains("k-alice"), "the key is in the status: {whole}");
+    assert!(
+        !whole.contains("k-alice"),
+        "the key is in the status: {whole}"
+    );
     assert_no_denials(&authz);
 }
 
@@ -446,7 +543,12 @@ async fn written_conditions_match_keyway_check_on_the_same_objects() {
     assert!(written.is_some(), "{:#} {:#}", route(), gateway());
 
     let line = |head: &str, c: &Value| {
-        let mut l = format!("{head} {}={} {}", c["type"].as_str().unwrap(), c["status"].as_str().unwrap(), c["reason"].as_str().unwrap());
+        let mut l = format!(
+            "{head} {}={} {}",
+            c["type"].as_str().unwrap(),
+            c["status"].as_str().unwrap(),
+            c["reason"].as_str().unwrap()
+        );
         let message = c["message"].as_str().unwrap();
         if !message.is_empty() {
             l.push_str(&format!(": {message}"));
@@ -456,19 +558,72 @@ async fn written_conditions_match_keyway_check_on_the_same_objects() {
     let mut compared = 0;
     for c in route()["parents"][0]["conditions"].as_array().unwrap() {
         let want = line("HTTPRoute apps/broken [parent Gateway apps/gw]", c);
-        assert!(printed.contains(&want), "`keyway check` does not say\n  {want}\nit says:\n{printed}");
+        assert!(
+            printed.contains(&want),
+            "`keyway check` does not say\n  {want}\nit says:\n{printed}"
+        );
         compared += 1;
     }
     for l in gateway()["listeners"].as_array().unwrap() {
         let head = format!("Gateway apps/gw [listener {}]", l["name"].as_str().unwrap());
         for c in l["conditions"].as_array().unwrap() {
             let want = line(&head, c);
-            assert!(printed.contains(&want), "`keyway check` does not say\n  {want}\nit says:\n{printed}");
+            assert!(
+                printed.contains(&want),
+                "`keyway check` does not say\n  {want}\nit says:\n{printed}"
+            );
             compared += 1;
         }
     }
-    assert!(printed.contains("ResolvedRefs=False BackendNotFound"), "{printed}");
-    assert!(printed.contains("Conflicted=True HostnameConflict"), "{printed}");
+    assert!(
+        printed.contains("ResolvedRefs=False BackendNotFound"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("Conflicted=True HostnameConflict"),
+        "{printed}"
+    );
     assert!(compared >= 6, "{compared}");
+    assert_no_denials(&authz);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_shuts_down_hands_the_lease_over_at_once() {
+    let up = upstream().await;
+    let api = fake_with(up).await;
+    api.apply(front_service(json!({})));
+    let names = ["h1", "h2"];
+    let authz = enforce_rbac(&api, &names, &[]);
+    let replicas: Vec<Replica> = names
+        .iter()
+        .map(|n| Replica::start(&api, n, &replica_args(n, &["--lease-duration", "30s"])))
+        .collect();
+    for r in &replicas {
+        r.serving().await;
+    }
+    let holder = until(Duration::from_secs(10), || async {
+        lease_holder(&api).is_some()
+    })
+    .await;
+    assert!(holder.is_some(), "nobody took the Lease");
+    let holder = lease_holder(&api).unwrap();
+    let leader = &replicas[names.iter().position(|n| *n == holder).unwrap()];
+    let term = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &leader.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Released on the way out: the other replica need not wait out the 30 s duration.
+    let took = until(Duration::from_secs(10), || async {
+        lease_holder(&api).is_some_and(|h| h != holder)
+    })
+    .await;
+    assert!(
+        took.is_some(),
+        "the Lease was not handed over: {:?}",
+        lease_holder(&api)
+    );
+    println!("lease handed over {:?} after SIGTERM", term.elapsed());
     assert_no_denials(&authz);
 }

@@ -26,6 +26,7 @@ pub mod kinds;
 use std::collections::hash_map::RandomState;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use keyway_model::snapshot::key_of;
@@ -185,13 +186,35 @@ impl View {
     }
 }
 
+/// The longest wait between two attempts to reach the API server (SPEC section 8: capped
+/// backoff, at most 30 s).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Exponential backoff from 0.8 s, doubling, with jitter, never above
+/// [`MAX_RETRY_DELAY`]; reset after two minutes without failure. kube's
+/// `default_backoff` caps the delay at 30 s *before* adding up to 100 % jitter, so it
+/// waits up to 60 s: after an outage a replica could stay stale a minute longer than
+/// promised. Here the cap is half the promise and the jitter stays within it.
+fn retry_backoff() -> impl kube::runtime::utils::Backoff + Send {
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(800))
+        .with_max_delay(MAX_RETRY_DELAY / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    kube::runtime::utils::ResetTimerBackoff::new(
+        watcher::ExponentialBackoff::from(builder),
+        Duration::from_secs(120),
+    )
+}
+
 async fn run_watch(
     shared: Arc<Shared>,
     i: usize,
     api: Api<DynamicObject>,
     config: watcher::Config,
 ) {
-    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut events = watcher(api, config).backoff(retry_backoff()).boxed();
     let mut failing = false;
     while let Some(event) = events.next().await {
         match event {
@@ -437,5 +460,22 @@ fn insert(snap: &mut Snapshot, k: &ObjectKey, d: &Decoded) {
         Decoded::Secret(v) => put!(secrets, v),
         Decoded::Service(v) => put!(services, v),
         Decoded::EndpointSlice(v) => put!(endpoint_slices, v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_never_wait_longer_than_the_cap_jitter_included() {
+        let delays: Vec<Duration> = retry_backoff().take(200).collect();
+        assert!(delays[0] >= Duration::from_millis(800), "{delays:?}");
+        assert!(delays.iter().all(|d| *d <= MAX_RETRY_DELAY), "{delays:?}");
+        // Backed off all the way: not hammering a struggling API server either.
+        assert!(
+            delays[20..].iter().all(|d| *d >= MAX_RETRY_DELAY / 2),
+            "{delays:?}"
+        );
     }
 }

@@ -134,28 +134,36 @@ pub fn objects(o: &InstallOptions) -> Vec<Value> {
     if !namespace_rules.is_empty() {
         for watched in &o.watch_namespaces {
             let name = format!("{NAME}-secrets");
-            out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            out.push(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                 "metadata": {"name": name, "namespace": watched, "labels": labels()},
-                "rules": namespace_rules}));
-            out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "rules": namespace_rules}),
+            );
+            out.push(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                 "metadata": {"name": name, "namespace": watched, "labels": labels()},
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                "subjects": [sa.clone()]}));
+                "subjects": [sa.clone()]}),
+            );
         }
     }
     let lease_role = format!("{NAME}-status-lease");
-    out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+    out.push(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": lease_role, "namespace": ns, "labels": labels()},
         "rules": [
             // `create` cannot be limited by name: the API server does not know it yet.
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
              "resourceNames": [LEASE_NAME], "verbs": ["get", "update"]},
-        ]}));
-    out.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        ]}),
+    );
+    out.push(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": lease_role, "namespace": ns, "labels": labels()},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": lease_role},
-        "subjects": [sa]}));
+        "subjects": [sa]}),
+    );
 
     let mut args: Vec<String> = vec![
         "run".into(),
@@ -172,69 +180,71 @@ pub fn objects(o: &InstallOptions) -> Vec<Value> {
         args.push(w.clone());
     }
     let env_from = |path: &str| json!({"fieldRef": {"fieldPath": path}});
-    let probe = |path: &str, period: u32| {
-        json!({"httpGet": {"path": path, "port": "admin"}, "periodSeconds": period, "failureThreshold": 3})
-    };
+    let probe = |path: &str, period: u32| json!({"httpGet": {"path": path, "port": "admin"}, "periodSeconds": period, "failureThreshold": 3});
     out.push(json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
-        "spec": {
-            "replicas": o.replicas,
-            "selector": {"matchLabels": labels()},
-            "template": {
-                "metadata": {"labels": labels()},
-                "spec": {
-                    "serviceAccountName": NAME,
-                    "terminationGracePeriodSeconds": 30,
-                    "securityContext": {
-                        "runAsNonRoot": true,
-                        "runAsUser": 65532,
-                        "runAsGroup": 65532,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                        // Gateways listen on 80 and 443 without root or capabilities.
-                        "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
-                    },
-                    "containers": [{
-                        "name": NAME,
-                        "image": o.image,
-                        "args": args,
-                        "env": [
-                            {"name": "POD_NAME", "valueFrom": env_from("metadata.name")},
-                            {"name": "POD_NAMESPACE", "valueFrom": env_from("metadata.namespace")},
-                            {"name": "KEYWAY_CONTROLLER_NAME", "value": o.controller_name},
-                        ],
-                        "ports": [
-                            {"name": "http", "containerPort": 80},
-                            {"name": "https", "containerPort": 443},
-                            {"name": "admin", "containerPort": ADMIN_PORT},
-                        ],
-                        "readinessProbe": probe("/readyz", 2),
-                        "livenessProbe": probe("/healthz", 10),
-                        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "capabilities": {"drop": ["ALL"]},
-                        },
-                    }],
+    "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
+    "spec": {
+        "replicas": o.replicas,
+        "selector": {"matchLabels": labels()},
+        "template": {
+            "metadata": {"labels": labels()},
+            "spec": {
+                "serviceAccountName": NAME,
+                "terminationGracePeriodSeconds": 30,
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "runAsUser": 65532,
+                    "runAsGroup": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                    // Gateways listen on 80 and 443 without root or capabilities.
+                    "sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}],
                 },
+                "containers": [{
+                    "name": NAME,
+                    "image": o.image,
+                    "args": args,
+                    "env": [
+                        {"name": "POD_NAME", "valueFrom": env_from("metadata.name")},
+                        {"name": "POD_NAMESPACE", "valueFrom": env_from("metadata.namespace")},
+                        {"name": "KEYWAY_CONTROLLER_NAME", "value": o.controller_name},
+                    ],
+                    "ports": [
+                        {"name": "http", "containerPort": 80},
+                        {"name": "https", "containerPort": 443},
+                        {"name": "admin", "containerPort": ADMIN_PORT},
+                    ],
+                    "readinessProbe": probe("/readyz", 2),
+                    "livenessProbe": probe("/healthz", 10),
+                    "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                    "securityContext": {
+                        "allowPrivilegeEscalation": false,
+                        "readOnlyRootFilesystem": true,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }],
             },
-        }}));
+        },
+    }}));
     out.push(json!({"apiVersion": "v1", "kind": "Service",
+    "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
+    "spec": {
+        "type": "LoadBalancer",
+        "selector": labels(),
+        "ports": [
+            {"name": "http", "port": 80, "targetPort": "http"},
+            {"name": "https", "port": 443, "targetPort": "https"},
+        ],
+    }}));
+    out.push(
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
         "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
-        "spec": {
-            "type": "LoadBalancer",
-            "selector": labels(),
-            "ports": [
-                {"name": "http", "port": 80, "targetPort": "http"},
-                {"name": "https", "port": 443, "targetPort": "https"},
-            ],
-        }}));
-    out.push(json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels()}}}));
-    out.push(json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": labels()}}}),
+    );
+    out.push(
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
         "metadata": {"name": NAME, "labels": labels()},
-        "spec": {"controllerName": o.controller_name}}));
+        "spec": {"controllerName": o.controller_name}}),
+    );
     out
 }
 
@@ -275,7 +285,9 @@ mod tests {
             .contains(&json!("secrets")));
         assert_eq!(
             per_ns,
-            vec![json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]})]
+            vec![
+                json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]})
+            ]
         );
     }
 
@@ -284,7 +296,9 @@ mod tests {
         let (cluster, _) = rbac_rules(&[]);
         for rule in &cluster {
             let verbs = rule["verbs"].as_array().unwrap();
-            let writes = verbs.iter().any(|v| v != "get" && v != "list" && v != "watch");
+            let writes = verbs
+                .iter()
+                .any(|v| v != "get" && v != "list" && v != "watch");
             if writes {
                 assert_eq!(verbs, &vec![json!("update")]);
                 for r in rule["resources"].as_array().unwrap() {

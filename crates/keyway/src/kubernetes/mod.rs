@@ -33,8 +33,7 @@ pub fn status_observer(
     let observer = ApplyObserver(Arc::new(
         move |snapshot: &Snapshot, report: &Arc<keyway_compile::Report>| {
             let found = service.as_ref().and_then(|s| snapshot.services.get(s));
-            let addresses =
-                GatewayAddresses::of(service.as_ref(), found.map(|o| &o.value));
+            let addresses = GatewayAddresses::of(service.as_ref(), found.map(|o| &o.value));
             tx.send_replace(Some(Arc::new(StatusInputs {
                 report: report.clone(),
                 addresses,

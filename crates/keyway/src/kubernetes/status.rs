@@ -66,7 +66,10 @@ impl GatewayAddresses {
             let spec = service.spec.as_ref();
             let ips: Vec<String> = match spec.and_then(|s| s.cluster_ips.clone()) {
                 Some(ips) if !ips.is_empty() => ips,
-                _ => spec.and_then(|s| s.cluster_ip.clone()).into_iter().collect(),
+                _ => spec
+                    .and_then(|s| s.cluster_ip.clone())
+                    .into_iter()
+                    .collect(),
             };
             addresses.extend(
                 ips.into_iter()
@@ -196,7 +199,10 @@ fn conditions(list: &[Condition], generation: Option<i64>) -> Vec<Value> {
         .map(|c| {
             let mut m = Map::new();
             m.insert("type".into(), c.type_.into());
-            m.insert("status".into(), if c.status { "True" } else { "False" }.into());
+            m.insert(
+                "status".into(),
+                if c.status { "True" } else { "False" }.into(),
+            );
             m.insert("reason".into(), c.reason.clone().into());
             m.insert("message".into(), c.message.clone().into());
             if let Some(g) = generation {
@@ -212,7 +218,10 @@ fn gateway(o: &ObjectStatus, addresses: &GatewayAddresses) -> Value {
     if addresses.addresses.is_empty() {
         // A Gateway that cannot be served at all says so; otherwise the missing address is
         // why it is not programmed.
-        if let Some(p) = conds.iter_mut().find(|c| c.type_ == "Programmed" && c.status) {
+        if let Some(p) = conds
+            .iter_mut()
+            .find(|c| c.type_ == "Programmed" && c.status)
+        {
             *p = Condition::failed("Programmed", "AddressNotAssigned", &*addresses.why_none);
         }
     }
@@ -245,10 +254,7 @@ fn gateway(o: &ObjectStatus, addresses: &GatewayAddresses) -> Value {
             .collect();
         status.insert("addresses".into(), list.into());
     }
-    status.insert(
-        "conditions".into(),
-        conditions(&conds, o.generation).into(),
-    );
+    status.insert("conditions".into(), conditions(&conds, o.generation).into());
     status.insert("listeners".into(), listeners.into());
     Value::Object(status)
 }
@@ -287,10 +293,9 @@ pub fn merge(
     };
     let unchanged = match current {
         Some(c) => *c == next,
-        None => next.as_object().is_some_and(|m| {
-            m.values()
-                .all(|v| v.as_array().is_some_and(Vec::is_empty))
-        }),
+        None => next
+            .as_object()
+            .is_some_and(|m| m.values().all(|v| v.as_array().is_some_and(Vec::is_empty))),
     };
     (!unchanged).then_some(next)
 }
@@ -411,7 +416,8 @@ mod tests {
         );
         g.generation = Some(1);
         g.conditions.push(Condition::ok("Accepted", "Accepted", ""));
-        g.conditions.push(Condition::ok("Programmed", "Programmed", ""));
+        g.conditions
+            .push(Condition::ok("Programmed", "Programmed", ""));
         g.sections.push(SectionStatus {
             section: "listener http".into(),
             reference: Some(SectionRef::Listener {
@@ -446,14 +452,18 @@ mod tests {
         let theirs = json!({"parentRef": {"name": "other"}, "controllerName": "x.io/y",
             "conditions": [{"type": "Accepted", "status": "True", "reason": "Weird", "message": "ü",
             "lastTransitionTime": "2020-01-01T00:00:00Z", "observedGeneration": 1}], "extra": [1, 2]});
-        let stale_ours = json!({"parentRef": {"name": "gone"}, "controllerName": US, "conditions": []});
+        let stale_ours =
+            json!({"parentRef": {"name": "gone"}, "controllerName": US, "conditions": []});
         let current = json!({"parents": [stale_ours, theirs.clone(), {"parentRef": {"name": "gw"}, "controllerName": US,
             "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
             "observedGeneration": 3, "lastTransitionTime": T0}]}]});
         let next = merge(Some(&current), &route.part, US, T1).expect("a stale entry to remove");
         let parents = next["parents"].as_array().unwrap();
         assert_eq!(parents.len(), 2);
-        assert_eq!(parents[0], theirs, "the other controller's entry, untouched");
+        assert_eq!(
+            parents[0], theirs,
+            "the other controller's entry, untouched"
+        );
         assert_eq!(parents[1]["parentRef"], json!({"name": "gw"}));
         assert_eq!(
             parents[1]["conditions"][0]["lastTransitionTime"], T0,
@@ -475,12 +485,20 @@ mod tests {
             first["listeners"][0]["supportedKinds"],
             json!([{"group": GATEWAY_GROUP, "kind": "HTTPRoute"}])
         );
-        assert_eq!(first["addresses"], json!([{"type": "IPAddress", "value": "10.0.0.1"}]));
+        assert_eq!(
+            first["addresses"],
+            json!([{"type": "IPAddress", "value": "10.0.0.1"}])
+        );
         // A new message alone: written, same time.
         let mut gw2 = gw.clone();
         gw2.conditions[0].message = "changed".into();
-        let second = merge(Some(&first), &desired(&report(vec![gw2]), &ip(), US)[0].part, US, T1)
-            .unwrap();
+        let second = merge(
+            Some(&first),
+            &desired(&report(vec![gw2]), &ip(), US)[0].part,
+            US,
+            T1,
+        )
+        .unwrap();
         assert_eq!(second["conditions"][0]["message"], "changed");
         assert_eq!(second["conditions"][0]["lastTransitionTime"], T0);
         // Losing the address: Programmed flips, with a new time; Accepted keeps its own.
@@ -488,7 +506,10 @@ mod tests {
         let third = merge(Some(&first), &desired(&r, &none, US)[0].part, US, T1).unwrap();
         assert_eq!(third["conditions"][1]["status"], "False");
         assert_eq!(third["conditions"][1]["reason"], "AddressNotAssigned");
-        assert_eq!(third["conditions"][1]["message"], "Service keyway/svc not found");
+        assert_eq!(
+            third["conditions"][1]["message"],
+            "Service keyway/svc not found"
+        );
         assert_eq!(third["conditions"][1]["lastTransitionTime"], T1);
         assert_eq!(third["conditions"][0]["lastTransitionTime"], T0);
         assert!(third.get("addresses").is_none());
@@ -500,7 +521,10 @@ mod tests {
             gateway_status("gw"),
             route_status(&[
                 ("gw", Condition::ok("Accepted", "Accepted", "")),
-                ("not-ours", Condition::failed("Accepted", "NoMatchingParent", "")),
+                (
+                    "not-ours",
+                    Condition::failed("Accepted", "NoMatchingParent", ""),
+                ),
             ]),
         ]);
         let d = desired(&r, &ip(), US);
@@ -519,7 +543,10 @@ mod tests {
         )])]);
         let d = desired(&r, &ip(), US);
         assert_eq!(merge(None, &d[0].part, US, T0), None);
-        assert_eq!(merge(Some(&json!({"parents": []})), &d[0].part, US, T0), None);
+        assert_eq!(
+            merge(Some(&json!({"parents": []})), &d[0].part, US, T0),
+            None
+        );
     }
 
     #[test]
@@ -538,7 +565,9 @@ mod tests {
             GatewayAddresses::of(Some(&name), Some(&lb_host)).addresses,
             vec![("Hostname", "lb.example.com".to_string())]
         );
-        let cluster = svc(json!({"spec": {"clusterIP": "10.96.0.5", "clusterIPs": ["10.96.0.5", "fd00::5"]}}));
+        let cluster = svc(
+            json!({"spec": {"clusterIP": "10.96.0.5", "clusterIPs": ["10.96.0.5", "fd00::5"]}}),
+        );
         assert_eq!(
             GatewayAddresses::of(Some(&name), Some(&cluster)).addresses,
             vec![
@@ -549,7 +578,13 @@ mod tests {
         let headless = svc(json!({"spec": {"clusterIP": "None"}}));
         let a = GatewayAddresses::of(Some(&name), Some(&headless));
         assert!(a.addresses.is_empty());
-        assert!(a.why_none.contains("no load-balancer ingress"), "{}", a.why_none);
-        assert!(GatewayAddresses::of(None, None).why_none.contains("--service"));
+        assert!(
+            a.why_none.contains("no load-balancer ingress"),
+            "{}",
+            a.why_none
+        );
+        assert!(GatewayAddresses::of(None, None)
+            .why_none
+            .contains("--service"));
     }
 }

@@ -184,4 +184,3 @@ pub async fn fake_with(up: SocketAddr) -> FakeApiServer {
     api.apply(secret("bob", &[("bob", "k-bob")]));
     api
 }
-
