@@ -52,8 +52,13 @@ fn assert_no_denials(authz: &RbacAuthorizer) {
     );
 }
 
-/// `keyway run --kubernetes` flags for a replica named `name` in namespace `keyway`.
+/// `keyway run --kubernetes` flags for a replica named `name` in namespace `keyway`, with a
+/// 5 s Lease.
 fn replica_args<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    replica_args_with(name, "5s", extra)
+}
+
+fn replica_args_with<'a>(name: &'a str, lease: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "--pod-name",
         name,
@@ -62,7 +67,7 @@ fn replica_args<'a>(name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
         "--service",
         "keyway/keyway",
         "--lease-duration",
-        "5s",
+        lease,
     ];
     args.extend_from_slice(extra);
     args
@@ -596,7 +601,7 @@ async fn a_leader_that_shuts_down_hands_the_lease_over_at_once() {
     let authz = enforce_rbac(&api, &names, &[]);
     let replicas: Vec<Replica> = names
         .iter()
-        .map(|n| Replica::start(&api, n, &replica_args(n, &["--lease-duration", "30s"])))
+        .map(|n| Replica::start(&api, n, &replica_args_with(n, "30s", &[])))
         .collect();
     for r in &replicas {
         r.serving().await;
