@@ -60,8 +60,9 @@ pub struct Compiled {
 }
 
 /// A policy's `status.ancestors[]` references: the Gateways it takes effect on, or, when
-/// it takes effect nowhere, the targets it names (so that `TargetNotFound` is visible on
-/// the policy).
+/// none of the targets it names exists, those targets (so that `TargetNotFound` is visible
+/// on the policy). A policy whose targets exist but are all another controller's gets
+/// none.
 fn policy_ancestors(
     snapshot: &Snapshot,
     key: &ObjectKey,
@@ -82,6 +83,25 @@ fn policy_ancestors(
     let Some(policy) = snapshot.traffic_policies.get(key) else {
         return Vec::new();
     };
+    // A target that exists but is not one of ours (another controller's Gateway, a route
+    // on one): the policy is theirs to report on, not ours.
+    let exists = |kind: &str, name: &str| {
+        let k = ObjectKey::new(key.namespace.as_str(), name);
+        match kind {
+            "Gateway" => snapshot.gateways.contains_key(&k),
+            "HTTPRoute" => snapshot.http_routes.contains_key(&k),
+            _ => false,
+        }
+    };
+    if policy
+        .value
+        .spec
+        .target_refs
+        .iter()
+        .any(|t| exists(&t.kind, &t.name))
+    {
+        return Vec::new();
+    }
     let mut refs: Vec<ParentRef> = policy
         .value
         .spec

@@ -377,3 +377,62 @@ fn a_duplicate_key_names_the_secret_that_holds_it_first() {
     );
     assert!(!accepted.message.contains("k-x"), "{}", accepted.message);
 }
+
+fn ancestors(c: &Compiled, policy: &str) -> Vec<String> {
+    c.report
+        .get(Kind::TrafficPolicy, "apps", policy)
+        .unwrap()
+        .ancestors
+        .iter()
+        .map(|a| {
+            format!(
+                "{}/{}/{}",
+                a.kind.as_deref().unwrap_or("-"),
+                a.namespace.as_deref().unwrap_or("-"),
+                a.name
+            )
+        })
+        .collect()
+}
+
+fn targeting(name: &str, kind: &str, target: &str) -> String {
+    format!("apiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: {kind}, name: {target}}}]\n  apiKeyAuth:\n    secretRef: {{name: keys}}\n")
+}
+
+#[test]
+fn ancestors_are_the_gateways_a_policy_takes_effect_on() {
+    let c = compiled(
+        &[
+            targeting("on-route", "HTTPRoute", "r"),
+            targeting("on-gateway", "Gateway", "gw"),
+            targeting("on-nothing", "HTTPRoute", "missing"),
+        ]
+        .join("---\n"),
+    );
+    assert_eq!(ancestors(&c, "on-route"), ["Gateway/apps/gw"]);
+    assert_eq!(ancestors(&c, "on-gateway"), ["Gateway/apps/gw"]);
+    // Nothing it names exists: the names themselves, to carry TargetNotFound.
+    assert_eq!(ancestors(&c, "on-nothing"), ["HTTPRoute/apps/missing"]);
+    assert_eq!(
+        condition(&c, "on-nothing", "Accepted").reason,
+        "TargetNotFound"
+    );
+}
+
+#[test]
+fn a_policy_on_another_controllers_gateway_has_no_ancestor_of_ours() {
+    let text = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: theirs}}\nspec: {{controllerName: other.example/gw}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: apps}}\nspec:\n  gatewayClassName: theirs\n  listeners: [{{name: a, port: 80, protocol: HTTP}}]\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys, namespace: apps}}\nstringData: {{alice: k-1}}\n---\n{}",
+        targeting("theirs", "Gateway", "gw")
+    );
+    let loaded = keyway_sources::files::load_str("t.yaml", &text).unwrap();
+    let options = keyway_compile::Options {
+        controller_name: Some("keyway.dev/gateway-controller".into()),
+        ..Default::default()
+    };
+    let c = compile(&loaded.snapshot, &options);
+    assert_eq!(ancestors(&c, "theirs"), Vec::<String>::new());
+    // Nor is the class or the Gateway reported as ours.
+    assert!(c.report.get(Kind::GatewayClass, "", "theirs").is_none());
+    assert!(c.report.get(Kind::Gateway, "apps", "gw").is_none());
+}

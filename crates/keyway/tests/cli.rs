@@ -213,6 +213,20 @@ fn manifests_grant_secrets_only_in_the_watched_namespaces() {
         args.windows(2).any(|w| w == ["--service", "gw/keyway"]),
         "{args:?}"
     );
+    // The Deployment's command line is one this binary accepts: it gets as far as looking
+    // for the API server (which comes before anything binds).
+    let home = tempfile::tempdir().unwrap();
+    let run = keyway()
+        .args(&args)
+        .env("KUBECONFIG", home.path().join("none"))
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("cannot find the Kubernetes API server"),
+        "{stderr}"
+    );
     let env = container["env"].to_string();
     assert!(
         env.contains("POD_NAME") && env.contains("metadata.name"),
