@@ -109,6 +109,7 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
         }
         let mut status = ObjectStatus::new(Kind::GatewayClass, key.clone(), class.origin.clone());
         status.generation = class.value.metadata.generation;
+        status.uid = class.value.metadata.uid.clone();
         status.conditions.push(Condition::ok(
             "Accepted",
             "Accepted",
@@ -129,6 +130,7 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
     for (key, gw) in gateways {
         let mut status = ObjectStatus::new(Kind::Gateway, key.clone(), gw.origin.clone());
         status.generation = gw.value.metadata.generation;
+        status.uid = gw.value.metadata.uid.clone();
         let status_idx = out.statuses.len();
         let mut programmed_any = false;
         for l in &gw.value.spec.listeners {

@@ -59,18 +59,23 @@ pub struct Compiled {
     pub report: Report,
 }
 
-/// A policy's `status.ancestors[]` references: the Gateways it takes effect on, or, when
-/// none of the targets it names exists, those targets (so that `TargetNotFound` is visible
-/// on the policy). A policy whose targets exist but are all another controller's gets
-/// none.
+/// Gateway API's limit on a policy's `status.ancestors[]`.
+const MAX_ANCESTORS: usize = 16;
+
+/// A policy's `status.ancestors[]` references: the Gateways of ours it takes effect on (at
+/// most 16, the API's limit), or, when it takes effect nowhere, the targets it names, so
+/// that `TargetNotFound` is visible on the policy. A policy with a target that exists and
+/// is another controller's gets none from us: it is theirs to report on.
 fn policy_ancestors(
     snapshot: &Snapshot,
     key: &ObjectKey,
     gateways: BTreeSet<ObjectKey>,
+    ours: &HashSet<&ObjectKey>,
 ) -> Vec<ParentRef> {
     if !gateways.is_empty() {
         return gateways
             .into_iter()
+            .take(MAX_ANCESTORS)
             .map(|g| ParentRef {
                 group: Some(GATEWAY_GROUP.into()),
                 kind: Some("Gateway".into()),
@@ -83,29 +88,25 @@ fn policy_ancestors(
     let Some(policy) = snapshot.traffic_policies.get(key) else {
         return Vec::new();
     };
-    // A target that exists but is not one of ours (another controller's Gateway, a route
-    // on one): the policy is theirs to report on, not ours.
-    let exists = |kind: &str, name: &str| {
+    let theirs = |kind: &str, name: &str| {
         let k = ObjectKey::new(key.namespace.as_str(), name);
         match kind {
-            "Gateway" => snapshot.gateways.contains_key(&k),
-            "HTTPRoute" => snapshot.http_routes.contains_key(&k),
+            "Gateway" => snapshot.gateways.contains_key(&k) && !ours.contains(&k),
+            "HTTPRoute" => snapshot.http_routes.get(&k).is_some_and(|r| {
+                let parents = r.value.spec.parent_refs.iter().flatten();
+                !parents.into_iter().any(|p| {
+                    let ns = p.namespace.as_deref().unwrap_or(&key.namespace);
+                    ours.contains(&ObjectKey::new(ns, p.name.as_str()))
+                })
+            }),
             _ => false,
         }
     };
-    if policy
-        .value
-        .spec
-        .target_refs
-        .iter()
-        .any(|t| exists(&t.kind, &t.name))
-    {
+    let targets = &policy.value.spec.target_refs;
+    if targets.iter().any(|t| theirs(&t.kind, &t.name)) {
         return Vec::new();
     }
-    let mut refs: Vec<ParentRef> = policy
-        .value
-        .spec
-        .target_refs
+    let mut refs: Vec<ParentRef> = targets
         .iter()
         .map(|t| ParentRef {
             group: Some(t.group.clone()),
@@ -118,6 +119,7 @@ fn policy_ancestors(
         .collect();
     refs.sort();
     refs.dedup();
+    refs.truncate(MAX_ANCESTORS);
     refs
 }
 
@@ -181,11 +183,11 @@ pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
             &routes.attached_gateways,
             &routes.referencing_routes,
         );
-        status.ancestors = policy_ancestors(snapshot, &status.key, gateways);
-        status.generation = snapshot
-            .traffic_policies
-            .get(&status.key)
-            .and_then(|p| p.value.metadata.generation);
+        status.ancestors = policy_ancestors(snapshot, &status.key, gateways, &ours);
+        if let Some(p) = snapshot.traffic_policies.get(&status.key) {
+            status.generation = p.value.metadata.generation;
+            status.uid = p.value.metadata.uid.clone();
+        }
     }
     report.objects.extend(gateways.statuses);
     report.objects.extend(routes.statuses);

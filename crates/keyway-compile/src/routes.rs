@@ -89,6 +89,7 @@ pub(crate) fn compile(ctx: &Context<'_>, gateways: &mut Gateways, policies: &Pol
     for (key, obj) in &ctx.snap.http_routes {
         let mut status = ObjectStatus::new(Kind::HttpRoute, key.clone(), obj.origin.clone());
         status.generation = obj.value.metadata.generation;
+        status.uid = obj.value.metadata.uid.clone();
         let (rules, resolved, replaced) =
             compile_rules(&mut resolver, key, &obj.value, policies, &mut out);
         let route_name: Arc<str> = Arc::from(key.to_string());

@@ -92,6 +92,10 @@ pub struct ObjectStatus {
     /// conditions are written with in Kubernetes mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// `metadata.uid` of the object compiled: a status is for one incarnation of a name
+    /// (an object deleted and created again is another one).
+    #[serde(skip)]
+    pub uid: Option<String>,
     /// TrafficPolicies: the Gateways the policy takes effect on (kgateway's
     /// `status.ancestors[]`), or, when none, the targets it names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -172,6 +176,7 @@ impl ObjectStatus {
             conditions: Vec::new(),
             sections: Vec::new(),
             generation: None,
+            uid: None,
             ancestors: Vec::new(),
         }
     }

@@ -396,7 +396,7 @@ fn ancestors(c: &Compiled, policy: &str) -> Vec<String> {
 }
 
 fn targeting(name: &str, kind: &str, target: &str) -> String {
-    format!("apiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: {kind}, name: {target}}}]\n  apiKeyAuth:\n    secretRef: {{name: keys}}\n")
+    format!("apiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  targetRefs:\n  - group: gateway.networking.k8s.io\n    kind: {kind}\n    name: {target}\n  apiKeyAuth:\n    secretRef: {{name: keys}}\n")
 }
 
 #[test]

@@ -128,6 +128,10 @@ struct RunArgs {
     /// Kubernetes mode: how long the status Lease is held without renewal.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     lease_duration: Duration,
+    /// Kubernetes mode: how often the leader reads every object again to put right a
+    /// status someone else changed (reads only while nothing differs).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    status_resync: Duration,
     /// Address every Gateway listener binds.
     #[arg(long, default_value = "0.0.0.0")]
     bind_address: IpAddr,
@@ -488,11 +492,10 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     signals.serve(&app).await;
-    if let Some((stop, task)) = status_task {
+    if let Some(status) = status_task {
         // Hand the status Lease over before draining: a successor need not wait for it
         // to expire.
-        let _ = stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        status.stop(Duration::from_secs(2)).await;
     }
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     app.shutdown().await;
@@ -500,41 +503,85 @@ async fn run(args: RunArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Starts the status task: leader election (unless disabled) and the status writer.
+/// The status tasks (the elector and the writer) and how to stop them.
+struct StatusTasks {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl StatusTasks {
+    /// Stops writing and releases the Lease, waiting at most `within`; whatever is still
+    /// running then is aborted (a hung request must not outlive the replica's term).
+    async fn stop(self, within: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + within;
+        for mut task in self.tasks {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Starts leader election (unless disabled) and the status writer.
 async fn spawn_status(
     args: &RunArgs,
     inputs: tokio::sync::watch::Receiver<Option<Arc<keyway::kubernetes::writer::StatusInputs>>>,
-) -> Result<
-    (
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<()>,
-    ),
-    String,
-> {
+) -> Result<StatusTasks, String> {
     use keyway::kubernetes::{lease, writer};
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot connect to the Kubernetes API server: {e}"))?;
     let (identity, namespace) = pod_identity(args);
-    let elector = args.leader_election.then(|| {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = Vec::new();
+    let leadership = if args.leader_election {
         tracing::info!(%identity, %namespace, lease = lease::LEASE_NAME, "status: leader election");
-        lease::Elector::new(lease::LeaseLock::new(
+        let elector = lease::Elector::new(lease::LeaseLock::new(
             client.clone(),
             &namespace,
             lease::LEASE_NAME,
             &identity,
             args.lease_duration,
-        ))
-    });
+        ));
+        let (tx, rx) = tokio::sync::watch::channel(lease::Leadership::FOLLOWER);
+        tasks.push(tokio::spawn(elector.run(tx, until_stopped())));
+        rx
+    } else {
+        // The only writer: one term that does not end.
+        let forever = std::time::Instant::now() + Duration::from_secs(100 * 365 * 86_400);
+        let (tx, rx) = tokio::sync::watch::channel(lease::Leadership {
+            term: 1,
+            until: Some(forever),
+        });
+        // Keep the sender: a closed channel would end the writer.
+        tasks.push(tokio::spawn({
+            let stopped = until_stopped();
+            async move {
+                stopped.await;
+                drop(tx);
+            }
+        }));
+        rx
+    };
     let options = writer::StatusOptions {
         controller: args.controller_name.clone(),
-        elector,
+        resync: args.status_resync,
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(writer::run(client, options, inputs, async move {
-        let _ = stop_rx.await;
-    }));
-    Ok((stop_tx, task))
+    tasks.push(tokio::spawn(writer::run(
+        client,
+        options,
+        leadership,
+        inputs,
+        until_stopped(),
+    )));
+    Ok(StatusTasks { stop, tasks })
 }
 
 /// SIGTERM, SIGINT and SIGHUP, caught from the moment `run` starts: a signal that arrives

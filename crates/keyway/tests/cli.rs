@@ -114,6 +114,43 @@ fn crds_print_traffic_policy_and_backend() {
     );
 }
 
+/// A CRD's schema must be structural for the API server to accept it: every node typed
+/// (or explicitly kept whole), array items included.
+#[test]
+fn crd_schemas_are_structural() {
+    fn walk(node: &serde_json::Value, path: &str, bad: &mut Vec<String>) {
+        let Some(map) = node.as_object() else { return };
+        let typed = map.contains_key("type")
+            || map.get("x-kubernetes-preserve-unknown-fields") == Some(&true.into())
+            || map.get("x-kubernetes-int-or-string") == Some(&true.into());
+        if !typed {
+            bad.push(path.to_string());
+        }
+        if let Some(props) = map.get("properties").and_then(|p| p.as_object()) {
+            for (k, v) in props {
+                walk(v, &format!("{path}.{k}"), bad);
+            }
+        }
+        if let Some(items) = map.get("items") {
+            walk(items, &format!("{path}[]"), bad);
+        }
+        if let Some(extra) = map.get("additionalProperties").filter(|a| a.is_object()) {
+            walk(extra, &format!("{path}{{}}"), bad);
+        }
+    }
+    let out = keyway().arg("crds").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut bad = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let crd: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        let kind = crd["spec"]["names"]["kind"].as_str().unwrap().to_string();
+        for v in crd["spec"]["versions"].as_array().unwrap() {
+            walk(&v["schema"]["openAPIV3Schema"], &kind, &mut bad);
+        }
+    }
+    assert!(bad.is_empty(), "schema nodes without a type: {bad:#?}");
+}
+
 /// `deploy/` holds the default install: it must be exactly what the commands print.
 #[test]
 fn deploy_folder_is_what_manifests_and_crds_print() {

@@ -323,9 +323,15 @@ async fn contenders_for_an_expired_lease_get_one_success_and_one_conflict() {
     let winner = if ra.is_ok() { "a" } else { "b" };
     assert_eq!(lease_holder(&api).as_deref(), Some(winner));
 
-    // A third replica sees the winner's Lease: not expired until it has stood still for
-    // the lease duration by its own clock; then it takes it, and the old holder's renewal
-    // from what it wrote last is refused.
+    // A third replica finds the Lease held by someone whose last renewal, by the Lease's
+    // own clock, was years ago. Clocks are not compared: it waits until the Lease has stood
+    // still for the duration by its own clock, then takes it.
+    api.apply(
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": LEASE_NAME, "namespace": NS},
+        "spec": {"holderIdentity": "live", "leaseDurationSeconds": 1,
+                 "renewTime": "2020-01-01T00:00:00.000000Z"}}),
+    );
     let mut c = keyway::kubernetes::lease::Elector::new(LeaseLock::new(
         client(&api, dir.path(), "c").await,
         NS,
@@ -333,17 +339,29 @@ async fn contenders_for_an_expired_lease_get_one_success_and_one_conflict() {
         "c",
         second,
     ));
-    assert!(!c.step().await, "took a Lease that was just renewed");
-    tokio::time::sleep_until(c.next_step().into()).await;
+    let first_seen = Instant::now();
+    assert!(
+        !c.step().await,
+        "took a Lease on the strength of its renewTime"
+    );
     let mut led = false;
-    for _ in 0..20 {
+    for _ in 0..40 {
+        tokio::time::sleep_until(c.next_step().into()).await;
         if c.step().await {
             led = true;
             break;
         }
-        tokio::time::sleep_until(c.next_step().into()).await;
     }
     assert!(led, "an expired Lease was not taken");
+    let waited = first_seen.elapsed();
+    assert!(
+        waited >= second,
+        "took the Lease after {waited:?}, before it expired"
+    );
+    assert!(
+        waited < 3 * second,
+        "took {waited:?} to take an expired Lease"
+    );
     assert_eq!(lease_holder(&api).as_deref(), Some("c"));
     let held = ra.or(rb).unwrap();
     let old = if winner == "a" { &a } else { &b };
@@ -630,5 +648,73 @@ async fn a_leader_that_shuts_down_hands_the_lease_over_at_once() {
         lease_holder(&api)
     );
     println!("lease handed over {:?} after SIGTERM", term.elapsed());
+    assert_no_denials(&authz);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_leader_puts_status_right_and_stops_when_it_loses_the_lease() {
+    let up = upstream().await;
+    let api = fake_with(up).await;
+    api.apply(front_service(json!({})));
+    let authz = enforce_rbac(&api, &["steady"], &[]);
+    let replica = Replica::start(
+        &api,
+        "steady",
+        &replica_args("steady", &["--status-resync", "2s"]),
+    );
+    replica.serving().await;
+    let parents = || status_of(&api, GW, "HTTPRoute", Some("apps"), "r")["parents"].clone();
+    let accepted =
+        || async { condition(&parents()[0]["conditions"], "Accepted")["status"] == "True" };
+    assert!(
+        until(Duration::from_secs(20), accepted).await.is_some(),
+        "{:#}",
+        parents()
+    );
+
+    // Someone wipes a status: the next resync puts it back.
+    api.set_status(GW, "HTTPRoute", Some("apps"), "r", json!({}));
+    assert!(
+        until(Duration::from_secs(6), accepted).await.is_some(),
+        "not put back"
+    );
+
+    // The route is deleted and created again, the same: the new object gets its status.
+    let route = api.get(GW, "HTTPRoute", Some("apps"), "r").unwrap();
+    assert!(api.delete(GW, "HTTPRoute", Some("apps"), "r"));
+    let mut again = route.clone();
+    again.as_object_mut().unwrap().remove("status");
+    again["metadata"].as_object_mut().unwrap().remove("uid");
+    api.apply(again);
+    assert!(
+        until(Duration::from_secs(6), accepted).await.is_some(),
+        "the new route has no status"
+    );
+
+    // The Lease is taken from under it: once its renewal is refused it writes nothing,
+    // whatever changes, until it takes the Lease back when the usurper lets it expire.
+    api.apply(
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": LEASE_NAME, "namespace": NS},
+        "spec": {"holderIdentity": "usurper", "leaseDurationSeconds": 5,
+                 "renewTime": "2030-01-01T00:00:00.000000Z"}}),
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    api.clear_requests();
+    let mut route = api.get(GW, "HTTPRoute", Some("apps"), "r").unwrap();
+    route["spec"]["rules"][0]["backendRefs"][0]["name"] = "missing".into();
+    api.apply(route);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(status_writes(&api), vec![], "written without the Lease");
+    let unresolved = until(Duration::from_secs(10), || async {
+        condition(&parents()[0]["conditions"], "ResolvedRefs")["reason"] == "BackendNotFound"
+    })
+    .await;
+    assert!(
+        unresolved.is_some(),
+        "never written after the Lease came back: {:#}",
+        parents()
+    );
+    assert_eq!(lease_holder(&api).as_deref(), Some("steady"));
     assert_no_denials(&authz);
 }

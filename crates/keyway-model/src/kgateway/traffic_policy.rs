@@ -176,5 +176,17 @@ pub struct Disable {}
 pub struct PolicyStatus {
     /// Conditions per ancestor.
     #[serde(default)]
+    #[schemars(schema_with = "ancestors_schema")]
     pub ancestors: Vec<serde_json::Value>,
+}
+
+/// Gateway API's `PolicyAncestorStatus` list: at most 16 entries, each an object
+/// (`ancestorRef`, `controllerName`, `conditions`) kept whole. An apiextensions/v1 schema
+/// must type every array's items, and an untyped entry would be pruned to `{}` on write.
+fn ancestors_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 16,
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+    })
 }

@@ -86,8 +86,11 @@ pub fn decode(kind: Kind, obj: DynamicObject, hasher: &impl BuildHasher) -> Entr
 }
 
 /// Hashes the object as Keyway reads it: `status` and the metadata the API server
-/// changes on every write are left out, except a Service's status: its load-balancer
-/// addresses are the Gateway addresses the status writer reports (`--service`).
+/// changes on every write (`resourceVersion`, `managedFields`) are left out, except a
+/// Service's status: its load-balancer addresses are the Gateway addresses the status
+/// writer reports (`--service`). `generation` counts: it moves only with the spec, and the
+/// status written must carry the current one (a spec changed and changed back over a
+/// relist is the same content at a new generation).
 fn content_hash(kind: Kind, json: &serde_json::Value, hasher: &impl BuildHasher) -> u64 {
     let mut h = hasher.build_hasher();
     if let Some(map) = json.as_object() {
@@ -97,10 +100,7 @@ fn content_hash(kind: Kind, json: &serde_json::Value, hasher: &impl BuildHasher)
                 "metadata" => {
                     if let Some(meta) = v.as_object() {
                         for (mk, mv) in meta {
-                            if !matches!(
-                                mk.as_str(),
-                                "resourceVersion" | "managedFields" | "generation"
-                            ) {
+                            if !matches!(mk.as_str(), "resourceVersion" | "managedFields") {
                                 mk.hash(&mut h);
                                 mv.to_string().hash(&mut h);
                             }
@@ -213,12 +213,16 @@ mod tests {
         b["status"] = serde_json::json!({"parents": []});
         let mut c = a.clone();
         c["spec"]["hostnames"] = serde_json::json!(["b.example"]);
+        let mut d = a.clone();
+        d["metadata"]["generation"] = 3.into();
+        let ed = decode(Kind::HttpRoute, dynamic(d), &h);
         let ea = decode(Kind::HttpRoute, dynamic(a), &h);
         let eb = decode(Kind::HttpRoute, dynamic(b), &h);
         let ec = decode(Kind::HttpRoute, dynamic(c), &h);
         assert!(ea.value.is_ok());
         assert_eq!(ea.content, eb.content);
         assert_ne!(ea.content, ec.content);
+        assert_ne!(ea.content, ed.content, "observedGeneration must follow");
     }
 
     #[test]

@@ -195,7 +195,7 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// `default_backoff` caps the delay at 30 s *before* adding up to 100 % jitter, so it
 /// waits up to 60 s: after an outage a replica could stay stale a minute longer than
 /// promised. Here the cap is half the promise and the jitter stays within it.
-fn retry_backoff() -> impl kube::runtime::utils::Backoff + Send {
+fn retry_backoff() -> impl kube::runtime::utils::Backoff {
     let builder = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(800))
         .with_max_delay(MAX_RETRY_DELAY / 2)

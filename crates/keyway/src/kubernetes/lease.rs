@@ -33,6 +33,8 @@ pub enum LeaseError {
     Conflict,
     /// Anything else: the API server could not be reached, refused, ...
     Api(kube::Error),
+    /// No answer within a third of the lease duration.
+    Timeout,
 }
 
 impl std::fmt::Display for LeaseError {
@@ -40,6 +42,7 @@ impl std::fmt::Display for LeaseError {
         match self {
             LeaseError::Conflict => f.write_str("conflict: the Lease changed since it was read"),
             LeaseError::Api(e) => write!(f, "{e}"),
+            LeaseError::Timeout => f.write_str("no answer from the API server in time"),
         }
     }
 }
@@ -84,7 +87,19 @@ impl LeaseLock {
 
     /// Reads the Lease (`None` if it does not exist).
     pub async fn read(&self) -> Result<Option<Lease>, LeaseError> {
-        self.api.get_opt(&self.name).await.map_err(LeaseError::Api)
+        self.bounded(async { self.api.get_opt(&self.name).await.map_err(LeaseError::Api) })
+            .await
+    }
+
+    /// Every Lease request gets a third of the duration: a leader whose renewal hangs
+    /// must find out while its term still runs.
+    async fn bounded<T>(
+        &self,
+        request: impl std::future::Future<Output = Result<T, LeaseError>>,
+    ) -> Result<T, LeaseError> {
+        tokio::time::timeout(self.duration / 3, request)
+            .await
+            .unwrap_or(Err(LeaseError::Timeout))
     }
 
     /// Creates the Lease held by us. `Conflict` if it exists already.
@@ -104,10 +119,13 @@ impl LeaseLock {
                 ..Default::default()
             }),
         };
-        self.api
-            .create(&PostParams::default(), &lease)
-            .await
-            .map_err(classify)
+        self.bounded(async {
+            self.api
+                .create(&PostParams::default(), &lease)
+                .await
+                .map_err(classify)
+        })
+        .await
     }
 
     /// Takes over `observed` (expired or released), as read: succeeds only if nobody
@@ -149,10 +167,13 @@ impl LeaseLock {
             lease.metadata.resource_version.is_some(),
             "a Lease write must carry its precondition"
         );
-        self.api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-            .map_err(classify)
+        self.bounded(async {
+            self.api
+                .replace(&self.name, &PostParams::default(), &lease)
+                .await
+                .map_err(classify)
+        })
+        .await
     }
 
     fn duration_seconds(&self) -> i32 {
@@ -168,14 +189,38 @@ fn holder(lease: &Lease) -> Option<&str> {
         .filter(|h| !h.is_empty())
 }
 
+/// Who writes status right now, as the elector publishes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// Goes up each time this replica takes the Lease: a new term starts from scratch.
+    pub term: u64,
+    /// Until when this replica may write: the last successful renewal (timed from when it
+    /// was sent) plus two thirds of the duration. `None`: it does not lead.
+    pub until: Option<Instant>,
+}
+
+impl Leadership {
+    /// Not leading.
+    pub const FOLLOWER: Leadership = Leadership {
+        term: 0,
+        until: None,
+    };
+
+    /// Whether this replica may write at this instant.
+    pub fn leads(&self) -> bool {
+        self.until.is_some_and(|t| Instant::now() < t)
+    }
+}
+
 /// The election state machine around a [`LeaseLock`]: call [`Elector::step`] whenever it
-/// is due ([`Elector::next_step`]); it says whether this replica leads.
+/// is due ([`Elector::next_step`]), or let [`Elector::run`] do it.
 pub struct Elector {
     lock: LeaseLock,
     /// The Lease as last read or written, and when its resourceVersion was first seen.
     observed: Option<(Lease, Instant)>,
-    /// When we last renewed (or took) the Lease successfully, while leading.
+    /// When the last successful renewal (or take-over) was sent, while leading.
     renewed: Option<Instant>,
+    term: u64,
     next: Instant,
 }
 
@@ -186,14 +231,25 @@ impl Elector {
             lock,
             observed: None,
             renewed: None,
+            term: 0,
             next: Instant::now(),
+        }
+    }
+
+    /// Until when this replica may write (see [`Leadership::until`]).
+    pub fn leadership(&self) -> Leadership {
+        Leadership {
+            term: self.term,
+            until: self
+                .renewed
+                .map(|t| t + self.lock.duration * 2 / 3)
+                .filter(|until| Instant::now() < *until),
         }
     }
 
     /// Whether this replica holds the Lease (renewed within the renew deadline).
     pub fn is_leader(&self) -> bool {
-        self.renewed
-            .is_some_and(|t| t.elapsed() < self.lock.duration * 2 / 3)
+        self.leadership().leads()
     }
 
     /// When [`Elector::step`] has work to do next.
@@ -223,23 +279,19 @@ impl Elector {
         if now < self.next {
             return self.is_leader();
         }
-        let was_leader = self.is_leader();
-        // The leader renews from what it wrote last; a conflict means someone else wrote,
-        // and the next round reads.
-        if was_leader {
+        // A term runs from when its renewal was *sent*: an answer that comes late must not
+        // stretch it past what the followers see.
+        let sent = Instant::now();
+        if self.is_leader() {
             if let Some((held, _)) = &self.observed {
                 match self.lock.renew(held).await {
-                    Ok(lease) => {
-                        self.observe(lease);
-                        self.renewed = Some(Instant::now());
-                        self.next = Instant::now() + self.lock.duration / 3;
-                        return true;
-                    }
+                    Ok(lease) => return self.won(lease, sent),
                     Err(LeaseError::Conflict) => {
                         tracing::warn!("status lease: renewal conflicted; re-reading");
+                        self.renewed = None;
                         self.observed = None;
                     }
-                    Err(LeaseError::Api(e)) => {
+                    Err(e) => {
                         tracing::warn!("status lease: cannot renew: {e}");
                         self.next = Instant::now() + self.retry_period();
                         return self.is_leader();
@@ -247,11 +299,12 @@ impl Elector {
                 }
             }
         }
+        let sent = Instant::now();
         let lease = match self.lock.read().await {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 return match self.lock.create().await {
-                    Ok(lease) => self.won(lease),
+                    Ok(lease) => self.won(lease, sent),
                     Err(e) => self.lost(e),
                 }
             }
@@ -267,7 +320,7 @@ impl Elector {
             .unwrap_or(self.lock.duration);
         match holder(&lease) {
             Some(h) if h == self.lock.identity => match self.lock.renew(&lease).await {
-                Ok(lease) => self.won(lease),
+                Ok(lease) => self.won(lease, sent),
                 Err(e) => self.lost(e),
             },
             Some(_) if seen_at.elapsed() < duration => {
@@ -277,19 +330,20 @@ impl Elector {
                 false
             }
             _ => match self.lock.claim(&lease).await {
-                Ok(lease) => self.won(lease),
+                Ok(lease) => self.won(lease, sent),
                 Err(e) => self.lost(e),
             },
         }
     }
 
-    fn won(&mut self, lease: Lease) -> bool {
+    fn won(&mut self, lease: Lease, sent: Instant) -> bool {
         if !self.is_leader() {
+            self.term += 1;
             tracing::info!(identity = %self.lock.identity, "status lease acquired: this replica writes status");
         }
         self.observe(lease);
-        self.renewed = Some(Instant::now());
-        self.next = Instant::now() + self.lock.duration / 3;
+        self.renewed = Some(sent);
+        self.next = sent + self.lock.duration / 3;
         true
     }
 
@@ -300,7 +354,7 @@ impl Elector {
                 self.renewed = None;
                 self.observed = None;
             }
-            LeaseError::Api(e) => tracing::warn!("status lease: {e}"),
+            e => tracing::warn!("status lease: {e}"),
         }
         self.next = Instant::now() + self.retry_period();
         self.is_leader()
@@ -312,12 +366,42 @@ impl Elector {
         if !self.is_leader() {
             return;
         }
+        self.renewed = None;
         if let Some((held, _)) = &self.observed {
             match self.lock.release(held).await {
                 Ok(_) => tracing::info!("status lease released"),
                 Err(e) => tracing::warn!("status lease: cannot release: {e}"),
             }
         }
-        self.renewed = None;
+    }
+
+    /// Runs the election until `stop` resolves, publishing [`Leadership`] after every
+    /// step; then releases the Lease.
+    pub async fn run(
+        mut self,
+        leadership: tokio::sync::watch::Sender<Leadership>,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            self.step().await;
+            leadership.send_if_modified(|l| {
+                let now = self.leadership();
+                let changed = *l != now;
+                *l = now;
+                changed
+            });
+            // Wake at the next step, or when the term runs out without a renewal.
+            let mut wake = self.next;
+            if let Some(until) = self.leadership().until {
+                wake = wake.min(until);
+            }
+            tokio::select! {
+                () = &mut stop => break,
+                () = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+        leadership.send_replace(Leadership::FOLLOWER);
+        self.release().await;
     }
 }

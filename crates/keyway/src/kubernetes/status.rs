@@ -96,6 +96,8 @@ pub struct Desired {
     pub kind: Kind,
     /// Its namespace (empty for a GatewayClass) and name.
     pub key: ObjectKey,
+    /// The incarnation it was compiled from (`metadata.uid`).
+    pub uid: Option<String>,
     /// What is written.
     pub part: Part,
 }
@@ -171,6 +173,7 @@ pub fn desired(report: &Report, addresses: &GatewayAddresses, controller: &str) 
         out.push(Desired {
             kind: o.kind,
             key: o.key.clone(),
+            uid: o.uid.clone(),
             part,
         });
     }

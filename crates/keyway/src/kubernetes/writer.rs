@@ -24,7 +24,7 @@ use kube::api::{Api, DynamicObject, PostParams};
 use kube::Client;
 use tokio::sync::watch;
 
-use super::lease::Elector;
+use super::lease::Leadership;
 use super::status::{desired, merge, Desired, GatewayAddresses};
 
 /// What status is derived from: the applied config's report and the Gateway addresses.
@@ -54,8 +54,12 @@ pub struct StatusWriter {
     written: HashMap<(Kind, ObjectKey), u64>,
 }
 
+/// Every status request gets this long before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn part_hash(d: &Desired) -> u64 {
     let mut h = DefaultHasher::new();
+    d.uid.hash(&mut h);
     format!("{:?}", d.part).hash(&mut h);
     h.finish()
 }
@@ -75,9 +79,15 @@ impl StatusWriter {
         self.written.clear();
     }
 
-    /// Brings every object's status up to date with `inputs`. Returns how many were
-    /// written, or the first error (the objects not yet done are retried next time).
-    pub async fn sync(&mut self, inputs: &StatusInputs) -> Result<usize, kube::Error> {
+    /// Brings every object's status up to date with `inputs`, as long as `may_write` says
+    /// so (it is asked before every write: a replica whose term ran out stops at once).
+    /// Returns how many were written, or why it stopped (the objects not yet done are
+    /// retried next time).
+    pub async fn sync(
+        &mut self,
+        inputs: &StatusInputs,
+        may_write: &(dyn Fn() -> bool + Sync),
+    ) -> Result<usize, String> {
         let wanted = desired(&inputs.report, &inputs.addresses, &self.controller);
         let keep: std::collections::HashSet<(Kind, ObjectKey)> =
             wanted.iter().map(|d| (d.kind, d.key.clone())).collect();
@@ -90,13 +100,14 @@ impl StatusWriter {
             if self.written.get(&id) == Some(&hash) {
                 continue;
             }
-            match self.write(d).await {
+            match self.write(d, may_write).await {
                 Ok(outcome) => {
                     if outcome == Outcome::Written {
                         count += 1;
                     }
                     self.written.insert(id, hash);
                 }
+                Err(e) if e == NOT_LEADING => return Err(e),
                 Err(e) => {
                     tracing::warn!(kind = %d.kind, object = %d.key, "cannot write status: {e}");
                     first_error.get_or_insert(e);
@@ -123,12 +134,20 @@ impl StatusWriter {
     }
 
     /// Read, merge, write one object's status; on 409 read again (a few times).
-    pub async fn write(&self, d: &Desired) -> Result<Outcome, kube::Error> {
+    pub async fn write(
+        &self,
+        d: &Desired,
+        may_write: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Outcome, String> {
         let api = self.api(d);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some(mut object) = api.get_opt(&d.key.name).await? else {
+            let read = tokio::time::timeout(REQUEST_TIMEOUT, api.get_opt(&d.key.name)).await;
+            let Some(mut object) = read
+                .map_err(|_| "no answer to a GET in time".to_string())?
+                .map_err(|e| e.to_string())?
+            else {
                 return Ok(Outcome::Gone);
             };
             let now = k8s_openapi::jiff::Timestamp::now()
@@ -142,97 +161,111 @@ impl StatusWriter {
             if let Some(map) = object.data.as_object_mut() {
                 map.insert("status".into(), status);
             }
-            match api
-                .replace_status(&d.key.name, &PostParams::default(), &object)
-                .await
-            {
-                Ok(_) => {
+            if !may_write() {
+                return Err(NOT_LEADING.into());
+            }
+            let params = PostParams::default();
+            let put = api.replace_status(&d.key.name, &params, &object);
+            match tokio::time::timeout(REQUEST_TIMEOUT, put).await {
+                Err(_) => return Err("no answer to a status PUT in time".into()),
+                Ok(Ok(_)) => {
                     tracing::debug!(kind = %d.kind, object = %d.key, "status written");
                     return Ok(Outcome::Written);
                 }
-                Err(kube::Error::Api(s)) if s.code == 409 && attempt < 5 => {
+                Ok(Err(kube::Error::Api(s))) if s.code == 409 && attempt < 5 => {
                     tracing::debug!(kind = %d.kind, object = %d.key, "status write conflicted; re-reading");
                 }
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Outcome::Gone),
-                Err(e) => return Err(e),
+                Ok(Err(kube::Error::Api(s))) if s.code == 404 => return Ok(Outcome::Gone),
+                Ok(Err(e)) => return Err(e.to_string()),
             }
         }
     }
 }
 
+const NOT_LEADING: &str = "this replica no longer holds the status lease";
+
 /// How the status task runs.
 pub struct StatusOptions {
     /// `--controller-name`.
     pub controller: String,
-    /// The Lease elector; `None` with `--leader-election=false` (this replica always
-    /// writes).
-    pub elector: Option<Elector>,
+    /// Every this long the leader reads every object again and puts right a status
+    /// someone else changed (reads only, when nothing differs).
+    pub resync: Duration,
 }
 
-/// Runs until `stop` resolves: takes and keeps the Lease, and while leading keeps every
-/// status current with the latest `inputs`. Releases the Lease on the way out.
+/// Runs until `stop` resolves: while `leadership` says this replica leads, keeps every
+/// status current with the latest `inputs`.
 pub async fn run(
     client: Client,
-    mut options: StatusOptions,
+    options: StatusOptions,
+    mut leadership: watch::Receiver<Leadership>,
     mut inputs: watch::Receiver<Option<Arc<StatusInputs>>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let mut writer = StatusWriter::new(client, &options.controller);
-    let mut leading = false;
+    let mut term = 0;
     let mut dirty = true;
     let mut retry_at: Option<Instant> = None;
+    let mut resync_at = Instant::now() + options.resync;
     tokio::pin!(stop);
     loop {
-        let now_leading = match options.elector.as_mut() {
-            Some(e) => e.step().await,
-            None => true,
-        };
-        if now_leading != leading {
-            leading = now_leading;
+        let lead = *leadership.borrow_and_update();
+        if lead.term != term {
+            // A new term: whatever an earlier one wrote may have been changed since.
+            term = lead.term;
             writer.forget();
             dirty = true;
-            if !leading {
-                tracing::info!("status lease lost: no longer writing status");
-            }
+            retry_at = None;
+            resync_at = Instant::now() + options.resync;
         }
-        if leading && (dirty || retry_at.is_some_and(|t| Instant::now() >= t)) {
-            let current = inputs.borrow_and_update().clone();
-            if let Some(current) = current {
-                match writer.sync(&current).await {
-                    Ok(n) => {
-                        if n > 0 {
-                            tracing::info!(written = n, "status updated");
-                        }
-                        dirty = false;
-                        retry_at = None;
-                    }
-                    Err(_) => {
-                        dirty = false;
-                        retry_at = Some(Instant::now() + Duration::from_secs(2));
+        let leading = lead.leads();
+        if !leading {
+            retry_at = None;
+        } else {
+            let now = Instant::now();
+            if now >= resync_at {
+                writer.forget();
+                dirty = true;
+                resync_at = now + options.resync;
+            }
+            if dirty || retry_at.is_some_and(|t| now >= t) {
+                let current = inputs.borrow_and_update().clone();
+                if let Some(current) = current {
+                    let rx = leadership.clone();
+                    let may_write = move || {
+                        let l = *rx.borrow();
+                        l.term == term && l.leads()
+                    };
+                    dirty = false;
+                    retry_at = None;
+                    match writer.sync(&current, &may_write).await {
+                        Ok(n) if n > 0 => tracing::info!(written = n, "status updated"),
+                        Ok(_) => {}
+                        Err(e) if e == NOT_LEADING => {}
+                        Err(_) => retry_at = Some(Instant::now() + Duration::from_secs(2)),
                     }
                 }
             }
         }
-        let next = options
-            .elector
-            .as_ref()
-            .map(Elector::next_step)
-            .into_iter()
-            .chain(retry_at)
-            .min()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let wake = if leading {
+            retry_at.map_or(resync_at, |r| r.min(resync_at))
+        } else {
+            Instant::now() + Duration::from_secs(3600)
+        };
         tokio::select! {
             () = &mut stop => break,
+            changed = leadership.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
             changed = inputs.changed() => {
                 if changed.is_err() {
                     break;
                 }
                 dirty = true;
             }
-            () = tokio::time::sleep_until(next.into()) => {}
+            () = tokio::time::sleep_until(wake.into()) => {}
         }
-    }
-    if let Some(e) = options.elector.as_mut() {
-        e.release().await;
     }
 }
