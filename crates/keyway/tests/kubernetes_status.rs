@@ -598,6 +598,25 @@ async fn written_conditions_match_keyway_check_on_the_same_objects() {
             compared += 1;
         }
     }
+    // The objects' own conditions: the Gateway's (its Service has an address, so
+    // `Programmed` is the compiler's) and the GatewayClass's.
+    let class = status_of(&api, GW, "GatewayClass", None, "keyway");
+    for (head, conditions) in [
+        ("Gateway apps/gw ", gateway()["conditions"].clone()),
+        ("GatewayClass ", class["conditions"].clone()),
+    ] {
+        for c in conditions.as_array().unwrap() {
+            let want = line("", c);
+            let found = printed.lines().any(|l| {
+                l.trim_start().starts_with(head) && !l.contains(" [") && l.contains(want.trim())
+            });
+            assert!(
+                found,
+                "`keyway check` does not say {head}{want}\nit says:\n{printed}"
+            );
+            compared += 1;
+        }
+    }
     assert!(
         printed.contains("ResolvedRefs=False BackendNotFound"),
         "{printed}"
@@ -606,7 +625,7 @@ async fn written_conditions_match_keyway_check_on_the_same_objects() {
         printed.contains("Conflicted=True HostnameConflict"),
         "{printed}"
     );
-    assert!(compared >= 6, "{compared}");
+    assert!(compared >= 9, "{compared}");
     assert_no_denials(&authz);
 }
 
