@@ -8,7 +8,7 @@ use keyway_model::gateway::{
     Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From,
 };
 use keyway_model::{Kind, ObjectKey};
-use keyway_store::HostPattern;
+use keyway_store::{HostPattern, ListenerTls};
 
 use crate::context::Context;
 use crate::labels::Selector;
@@ -46,7 +46,18 @@ pub struct ListenerInfo {
     pub allowed_namespaces: AllowedNamespaces,
     /// Whether `allowedRoutes.kinds` admits HTTPRoute.
     pub allows_http_route: bool,
+    /// HTTPS listeners: the certificate, or why handshakes are refused.
+    pub tls: Option<ListenerTls>,
     status_index: (usize, usize),
+}
+
+impl ListenerInfo {
+    /// Whether the listener is in the served config: programmed, or an HTTPS listener
+    /// whose certificate cannot be used (it stays, to refuse the handshakes SNI sends it,
+    /// rather than let another listener's certificate answer for its hostname).
+    pub fn in_config(&self) -> bool {
+        self.programmed || matches!(self.tls, Some(ListenerTls::Refused(_)))
+    }
 }
 
 /// Output of the gateway pass.
@@ -127,6 +138,8 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
 
     // (port, hostname) -> the listener that holds it.
     let mut taken: BTreeMap<(u16, String), String> = BTreeMap::new();
+    // port -> whether it speaks TLS, and the first listener that said so.
+    let mut protocols: BTreeMap<u16, (bool, String)> = BTreeMap::new();
     for (key, gw) in gateways {
         let mut status = ObjectStatus::new(Kind::Gateway, key.clone(), gw.origin.clone());
         status.generation = gw.value.metadata.generation;
@@ -134,35 +147,75 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
         let status_idx = out.statuses.len();
         let mut programmed_any = false;
         for l in &gw.value.spec.listeners {
-            let (section, info) = listener(key, l);
+            let (section, info) = listener(ctx, key, l);
             let mut section = section;
             let mut info = info;
             if let Some(info) = info.as_mut() {
                 let slot = (info.port, info.hostname.to_string());
                 let here = format!("Gateway {key} listener {}", info.name);
-                match taken.get(&slot) {
-                    Some(holder) => {
-                        info.programmed = false;
-                        section.conditions.push(Condition::raised(
-                            "Conflicted",
-                            "HostnameConflict",
-                            format!(
-                                "port {} hostname {} is already served by {holder}",
-                                info.port, info.hostname
-                            ),
-                        ));
-                        section.conditions.push(Condition::failed(
+                let tls = info.tls.is_some();
+                let protocol_holder = match protocols.get(&info.port) {
+                    Some((other, holder)) if *other != tls => Some(holder.clone()),
+                    Some(_) => None,
+                    None => {
+                        protocols.insert(info.port, (tls, here.clone()));
+                        None
+                    }
+                };
+                if let Some(holder) = protocol_holder {
+                    info.programmed = false;
+                    info.tls = None;
+                    section.conditions.push(Condition::raised(
+                        "Conflicted",
+                        "ProtocolConflict",
+                        format!(
+                            "port {} already serves {} for {holder}",
+                            info.port,
+                            if tls { "HTTP" } else { "HTTPS" }
+                        ),
+                    ));
+                    section.conditions.push(Condition::failed(
+                        "Programmed",
+                        "Invalid",
+                        "not served: HTTP and HTTPS cannot share a port",
+                    ));
+                } else {
+                    match taken.get(&slot) {
+                        Some(holder) => {
+                            info.tls = None;
+                            info.programmed = false;
+                            section.conditions.push(Condition::raised(
+                                "Conflicted",
+                                "HostnameConflict",
+                                format!(
+                                    "port {} hostname {} is already served by {holder}",
+                                    info.port, info.hostname
+                                ),
+                            ));
+                            section.conditions.push(Condition::failed(
+                                "Programmed",
+                                "Invalid",
+                                "not served: conflicts with another listener",
+                            ));
+                        }
+                        None if !info.programmed => {
+                            // An HTTPS listener whose certificate cannot be used: it holds its
+                            // hostname (its handshakes are refused, never answered by another
+                            // listener's certificate) but serves nothing.
+                            taken.insert(slot, here);
+                            section.conditions.push(Condition::failed(
                             "Programmed",
                             "Invalid",
-                            "not served: conflicts with another listener",
+                            "not served: its certificate cannot be used (see ResolvedRefs); handshakes are refused",
                         ));
-                    }
-                    None => {
-                        taken.insert(slot, here);
-                        programmed_any |= info.programmed;
-                        section
-                            .conditions
-                            .push(Condition::ok("Programmed", "Programmed", ""));
+                        }
+                        None => {
+                            taken.insert(slot, here);
+                            programmed_any |= info.programmed;
+                            section
+                                .conditions
+                                .push(Condition::ok("Programmed", "Programmed", ""));
+                        }
                     }
                 }
                 info.id = out.listeners.len();
@@ -186,7 +239,11 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
     out
 }
 
-fn listener(gw: &ObjectKey, l: &GatewayListeners) -> (SectionStatus, Option<ListenerInfo>) {
+fn listener(
+    ctx: &Context<'_>,
+    gw: &ObjectKey,
+    l: &GatewayListeners,
+) -> (SectionStatus, Option<ListenerInfo>) {
     let mut section = SectionStatus {
         section: format!("listener {}", l.name),
         reference: Some(SectionRef::Listener {
@@ -196,14 +253,18 @@ fn listener(gw: &ObjectKey, l: &GatewayListeners) -> (SectionStatus, Option<List
         attached_routes: Some(0),
         conditions: Vec::new(),
     };
-    if l.protocol != "HTTP" {
-        section.conditions.push(Condition::failed(
-            "Accepted",
-            "UnsupportedProtocol",
-            format!("protocol {} is not served by Keyway (HTTP is)", l.protocol),
-        ));
-        return (section, None);
-    }
+    let https = match l.protocol.as_str() {
+        "HTTP" => false,
+        "HTTPS" => true,
+        other => {
+            section.conditions.push(Condition::failed(
+                "Accepted",
+                "UnsupportedProtocol",
+                format!("protocol {other} is not served by Keyway (HTTP and HTTPS are)"),
+            ));
+            return (section, None);
+        }
+    };
     let port = match u16::try_from(l.port) {
         Ok(p) if p > 0 => p,
         _ => {
@@ -267,6 +328,17 @@ fn listener(gw: &ObjectKey, l: &GatewayListeners) -> (SectionStatus, Option<List
             );
         }
     }
+    let mut programmed = true;
+    let tls = https.then(
+        || match crate::certificates::resolve(ctx, gw, l.tls.as_ref()) {
+            Ok(key) => ListenerTls::Ready(key),
+            Err((reason, message)) => {
+                programmed = false;
+                resolved = Condition::failed("ResolvedRefs", reason, message.clone());
+                ListenerTls::Refused(Arc::from(message))
+            }
+        },
+    );
     section
         .conditions
         .push(Condition::ok("Accepted", "Accepted", ""));
@@ -282,9 +354,10 @@ fn listener(gw: &ObjectKey, l: &GatewayListeners) -> (SectionStatus, Option<List
         name: Arc::from(l.name.as_str()),
         port,
         hostname: HostPattern::parse(l.hostname.as_deref()),
-        programmed: true,
+        programmed,
         allowed_namespaces,
         allows_http_route,
+        tls,
         status_index: (0, 0),
     };
     (section, Some(info))

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backends;
+mod certificates;
 mod context;
 pub mod gateways;
 pub mod labels;
@@ -134,7 +135,7 @@ pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
     let routes = routes::compile(&ctx, &mut gateways, &policies);
 
     let mut ports: BTreeMap<u16, Port> = BTreeMap::new();
-    for listener in gateways.listeners.iter().filter(|l| l.programmed) {
+    for listener in gateways.listeners.iter().filter(|l| l.in_config()) {
         let entries = routes
             .entries
             .get(&listener.id)
@@ -148,18 +149,17 @@ pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
             .flatten()
             .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
             .collect();
-        ports
-            .entry(listener.port)
-            .or_default()
-            .listeners
-            .push(Arc::new(Listener {
-                gateway: listener.gateway_name.clone(),
-                name: listener.name.clone(),
-                port: listener.port,
-                hostname: listener.hostname.clone(),
-                virtual_hosts,
-                identity_headers,
-            }));
+        let port = ports.entry(listener.port).or_default();
+        port.tls |= listener.tls.is_some();
+        port.listeners.push(Arc::new(Listener {
+            gateway: listener.gateway_name.clone(),
+            name: listener.name.clone(),
+            port: listener.port,
+            hostname: listener.hostname.clone(),
+            virtual_hosts,
+            identity_headers,
+            tls: listener.tls.clone(),
+        }));
     }
     for port in ports.values_mut() {
         port.listeners.sort_by_key(|l| l.hostname.specificity());

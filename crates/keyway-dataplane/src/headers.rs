@@ -50,7 +50,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// order: several `X-Forwarded-For` lines are one list) and `x-forwarded-proto`, as Envoy
 /// does at the edge. (`x-request-id` is settled when the request arrives, for the access
 /// log.)
-pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
+pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, scheme: &'static str) {
     let mut prev = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
     let xff = if prev.peek().is_none() {
         Some(peer_ip.clone())
@@ -66,7 +66,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
 }
 
 /// Makes the client's headers fit an HTTP/1.1 upstream request Keyway frames itself:
@@ -154,7 +154,7 @@ mod tests {
             "x-forwarded-for",
             HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
         );
-        set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"));
+        set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "http");
         let all: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
         assert_eq!(all, ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]);
     }
@@ -178,7 +178,7 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"));
+        set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
     }

@@ -72,6 +72,9 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Errors accepting a connection (out of file descriptors, ...).
     pub accept_errors: Counter,
+    /// TLS handshakes that failed or were refused (no usable certificate for the server
+    /// name, a protocol version below 1.2, a timeout).
+    pub tls_handshake_failures: Counter,
     /// Log lines dropped because the log writer could not keep up.
     pub log_lines_dropped: Counter,
     client_series: AtomicUsize,
@@ -155,6 +158,12 @@ impl Metrics {
             "Errors accepting client connections (such as running out of file descriptors)",
             accept_errors.clone(),
         );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or were refused on HTTPS listeners",
+            tls_handshake_failures.clone(),
+        );
         let log_lines_dropped = Counter::default();
         registry.register(
             "log_lines_dropped",
@@ -172,6 +181,7 @@ impl Metrics {
             connections_open,
             connections_refused,
             accept_errors,
+            tls_handshake_failures,
             log_lines_dropped,
             client_series: AtomicUsize::new(0),
         }

@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod host;
 pub mod route;
+pub mod tls;
 pub mod upstream;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ pub use route::{
     Action, Forward, HeaderFilter, HeaderMatch, PathMatch, PathRewrite, QueryMatch, Redirect,
     Rewrite, Route, RouteMatch, ValueMatch,
 };
+pub use tls::ListenerTls;
 pub use upstream::{Balance, Endpoint, EndpointState, Target, Upstream, WeightedBackend};
 
 /// Body of the 500 a route answers when its configuration could not be built (kgateway's
@@ -75,6 +77,9 @@ impl Config {
 pub struct Port {
     /// Ordered: exact hostnames, then wildcards (longest first), then listeners without one.
     pub listeners: Vec<Arc<Listener>>,
+    /// Whether the port speaks TLS (HTTPS listeners; HTTP and HTTPS never share a port).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 impl Port {
@@ -103,6 +108,9 @@ pub struct Listener {
     /// reach the upstream only as Keyway set them.
     #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "ser_names")]
     pub identity_headers: Vec<HeaderName>,
+    /// HTTPS listeners: the certificate presented (or why handshakes are refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
 }
 
 fn ser_names<S: Serializer>(n: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {

@@ -3,7 +3,9 @@
 //! [`Server::reconcile`] binds every port the current config serves and closes the ones it
 //! no longer does; a closed port stops accepting and drains its connections. Connections
 //! speak HTTP/1.1, or HTTP/2 when the client opens with the HTTP/2 preface (prior
-//! knowledge), on the same port.
+//! knowledge, or after ALPN `h2` on TLS), on the same port. A port whose listeners are
+//! HTTPS terminates TLS first ([`tls`]); plain and TLS connections then share one serving
+//! path, generic over the byte stream.
 //!
 //! - [`accept`]: accepting with backoff and bounded logging when descriptors run out;
 //! - [`conn`]: one connection, with the watchdog that closes idle and stuck ones;
@@ -16,6 +18,7 @@
 pub mod accept;
 pub(crate) mod conn;
 pub mod limits;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -26,13 +29,15 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
-use crate::request::{ConnInfo, Gateway};
+use crate::request::{ConnInfo, Gateway, TlsInfo};
 use accept::{Accepter, RateLimited};
-use conn::{Connections, Tracked};
+use conn::{Connections, Entry, Tracked};
 
 /// How listeners are opened and connections handled.
 #[derive(Clone, Debug)]
@@ -265,6 +270,7 @@ impl Server {
             self.options.header_read_timeout,
         ));
         let mut tasks = JoinSet::new();
+        let acceptor = TlsAcceptor::from(tls::server_config(self.gateway.clone(), port));
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = accepter.accept(&listener) => accepted,
@@ -273,7 +279,15 @@ impl Server {
                 _ = stop.changed() => break,
             };
             if let Some(guard) = self.admit() {
-                self.serve(&mut tasks, &open, port, stream, peer, guard);
+                // HTTP or HTTPS is the port's current config's say (the compiler never
+                // puts both on one port).
+                let tls = self
+                    .gateway
+                    .config()
+                    .port(port)
+                    .is_some_and(|p| p.tls)
+                    .then(|| acceptor.clone());
+                self.serve(&mut tasks, &open, port, stream, peer, guard, tls);
             }
         }
         drop(listener);
@@ -312,6 +326,7 @@ impl Server {
         None
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn serve(
         &self,
         tasks: &mut JoinSet<()>,
@@ -320,29 +335,67 @@ impl Server {
         stream: TcpStream,
         peer: SocketAddr,
         guard: OpenGuard,
+        tls: Option<TlsAcceptor>,
     ) {
         let _ = stream.set_nodelay(true);
         let gateway = self.gateway.clone();
-        let info = Arc::new(ConnInfo::new(port, peer));
-        let entry = open.add();
-        let control = entry.control().clone();
-        let service = service_fn(move |req| {
-            let in_flight = control.begin();
-            let gateway = gateway.clone();
-            let info = info.clone();
-            async move {
-                let resp = gateway.handle(info, req).await;
-                Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
-            }
-        });
         let builder = self.builder.clone();
+        let entry = open.add();
+        let handshake_timeout = self.options.header_read_timeout;
         tasks.spawn(async move {
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            conn::drive(conn, entry.control()).await;
+            let mut info = ConnInfo::new(port, peer);
+            match tls {
+                None => drive(builder, TokioIo::new(stream), gateway, info, &entry).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            info.tls = Some(TlsInfo {
+                                server_name: stream.get_ref().1.server_name().map(Box::from),
+                            });
+                            drive(builder, TokioIo::new(stream), gateway, info, &entry).await;
+                        }
+                        Ok(Err(e)) => {
+                            gateway.metrics.tls_handshake_failures.inc();
+                            tracing::debug!(%peer, port, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            gateway.metrics.tls_handshake_failures.inc();
+                            tracing::debug!(%peer, port, "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
             drop(entry);
             drop(guard);
         });
     }
+}
+
+/// Serves HTTP on one accepted connection, plain or TLS, until it ends.
+async fn drive<IO>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    io: TokioIo<IO>,
+    gateway: Arc<Gateway>,
+    info: ConnInfo,
+    entry: &Entry,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let info = Arc::new(info);
+    let control = entry.control().clone();
+    let service = service_fn(move |req| {
+        let in_flight = control.begin();
+        let gateway = gateway.clone();
+        let info = info.clone();
+        async move {
+            let resp = gateway.handle(info, req).await;
+            Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
+        }
+    });
+    let conn = builder.serve_connection(io, service);
+    conn::drive(conn, entry.control()).await;
 }
 
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -74,6 +74,7 @@ mod tests {
                 .iter()
                 .map(|h| HeaderName::from_static(h))
                 .collect(),
+            tls: None,
         }
     }
 

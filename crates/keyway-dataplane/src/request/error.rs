@@ -31,6 +31,9 @@ pub enum ProxyError {
     NoListener,
     /// A listener serves the host, but no route matched.
     NoRoute,
+    /// HTTPS: the `Host` belongs to another listener than the one the connection's TLS
+    /// server name chose (and whose certificate it got).
+    Misdirected,
     /// API key authentication refused the request.
     Unauthorized(Denied),
     /// The policy that protects the route could not be built: fail closed.
@@ -61,6 +64,7 @@ impl ProxyError {
             ProxyError::TooManyHeaders => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoListener | ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::InvalidPolicy | ProxyError::InvalidBackend => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -82,6 +86,7 @@ impl ProxyError {
             ProxyError::TooManyHeaders => "too_many_headers",
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::NoListener | ProxyError::NoRoute => "no_route",
+            ProxyError::Misdirected => "misdirected_request",
             ProxyError::Unauthorized(d) => d.as_str(),
             ProxyError::InvalidPolicy => "invalid_policy",
             ProxyError::InvalidBackend => "invalid_backend",
@@ -101,6 +106,7 @@ impl ProxyError {
             ProxyError::TooManyHeaders => "too many request header fields",
             ProxyError::MethodNotAllowed => "method not allowed",
             ProxyError::NoListener | ProxyError::NoRoute => "",
+            ProxyError::Misdirected => "misdirected request",
             ProxyError::Unauthorized(_) => UNAUTHORIZED_BODY,
             ProxyError::InvalidPolicy => INVALID_ROUTE_BODY,
             ProxyError::InvalidBackend => "backend reference could not be resolved",

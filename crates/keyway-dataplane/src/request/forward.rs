@@ -32,7 +32,14 @@ impl Gateway {
         let backend = f.pick(fastrand::u32(..));
         if let Some(r) = &backend.redirect {
             let host = super::route::request_host(parts);
-            return Ok(redirect::response(r, route, listener, host, parts));
+            return Ok(redirect::response(
+                r,
+                route,
+                listener,
+                conn.scheme(),
+                host,
+                parts,
+            ));
         }
         let upstream = match &backend.target {
             Target::Upstream(u) => u,
@@ -97,7 +104,7 @@ fn upstream_request(
     body: Incoming,
     conn: &ConnInfo,
 ) -> Result<(Request<Body>, Option<Arc<BodyProgress>>), ProxyError> {
-    headers::set_forwarded(&mut parts.headers, &conn.peer_ip);
+    headers::set_forwarded(&mut parts.headers, &conn.peer_ip, conn.scheme());
     headers::prepare_for_upstream(&mut parts.headers);
     if !f.request_headers.is_empty() {
         f.request_headers.apply(&mut parts.headers);

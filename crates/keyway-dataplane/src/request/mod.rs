@@ -99,6 +99,16 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The client's IP as a header value, for `x-forwarded-for`.
     pub peer_ip: HeaderValue,
+    /// HTTPS connections: what the TLS handshake settled.
+    pub tls: Option<TlsInfo>,
+}
+
+/// What the TLS handshake of a connection settled.
+#[derive(Debug, Default)]
+pub struct TlsInfo {
+    /// The server name (SNI) the client sent, if any: it chose the listener, and so the
+    /// certificate, for the whole connection.
+    pub server_name: Option<Box<str>>,
 }
 
 impl ConnInfo {
@@ -115,6 +125,17 @@ impl ConnInfo {
             peer,
             peer_ip: HeaderValue::from_str(&ip.to_string())
                 .expect("an IP address is a valid header value"),
+            tls: None,
+        }
+    }
+
+    /// `https` on a TLS connection, else `http`: `x-forwarded-proto`, and the scheme of a
+    /// redirect that does not set one.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
         }
     }
 }
@@ -230,7 +251,14 @@ impl Gateway {
         // <name>` to drop a header the gateway sets below (the client id, `Host`).
         headers::strip_hop_by_hop(&mut parts.headers);
 
-        // 3. Route.
+        // 3. Route. On HTTPS, the listener the TLS server name chose must be the one that
+        // serves the `Host`: its certificate is the only one the client has checked.
+        if let Some(tls) = &conn.tls {
+            let host = route::request_host(parts);
+            if route::misdirected(config, conn.port, tls.server_name.as_deref(), host) {
+                return Err(ProxyError::Misdirected);
+            }
+        }
         let (listener, route) =
             match route::route(config, conn.port, route::request_host(parts), parts) {
                 Routed::Route(l, r) => (l, r),
@@ -257,6 +285,7 @@ impl Gateway {
                 r,
                 route,
                 listener,
+                conn.scheme(),
                 route::request_host(parts),
                 parts,
             )),

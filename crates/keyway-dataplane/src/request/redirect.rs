@@ -7,16 +7,18 @@ use keyway_store::{Listener, Redirect, Route};
 
 use crate::body::Body;
 
-/// Builds the redirect response. The `Location` port is the listener's unless the filter
-/// sets one or changes the scheme, and is omitted when it is the scheme's default.
+/// Builds the redirect response. The scheme is the filter's, else the connection's
+/// (`conn_scheme`: `https` on an HTTPS listener). The `Location` port is the listener's
+/// unless the filter sets one or a scheme, and is omitted when it is the scheme's default.
 pub fn response(
     r: &Redirect,
     route: &Route,
     listener: &Listener,
+    conn_scheme: &str,
     host: &str,
     parts: &Parts,
 ) -> Response<Body> {
-    let scheme = r.scheme.as_deref().unwrap_or("http");
+    let scheme = r.scheme.as_deref().unwrap_or(conn_scheme);
     let port = match (r.port, &r.scheme) {
         (Some(p), _) => p,
         (None, Some(s)) if s == "https" => 443,

@@ -42,6 +42,21 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// Whether a request for `host` on a TLS connection to `port` whose handshake named
+/// `server_name` belongs to another listener than the one the handshake chose (RFC 9110
+/// section 15.5.20: 421 Misdirected Request).
+pub fn misdirected(config: &Config, port: u16, server_name: Option<&str>, host: &str) -> bool {
+    let Some(p) = config.port(port) else {
+        return false;
+    };
+    match (p.listener(server_name.unwrap_or("")), p.listener(host)) {
+        (Some(by_name), Some(by_host)) => !Arc::ptr_eq(by_name, by_host),
+        // The handshake chose no listener (it would have failed) or no listener serves
+        // the host (that is a 404, not a misdirection).
+        _ => false,
+    }
+}
+
 /// Routes a request that arrived on `port`.
 pub fn route<'c>(config: &'c Config, port: u16, host: &str, parts: &Parts) -> Routed<'c> {
     let Some(listener) = config.port(port).and_then(|p| p.listener(host)) else {

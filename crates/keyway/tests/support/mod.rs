@@ -16,6 +16,7 @@ use keyway_dataplane::ServerOptions;
 use keyway_dataplane::Settings;
 use tokio::net::TcpStream;
 
+pub mod certs;
 pub mod cluster;
 
 /// Starts the echo upstream on a free loopback port.

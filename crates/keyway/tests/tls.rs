@@ -1,0 +1,457 @@
+//! HTTPS listeners (SPEC section 9): TLS termination with certificates from Secrets,
+//! chosen by SNI, over real sockets, checked with our own rustls client and with
+//! programs we did not write (`openssl s_client`, `curl`).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use support::certs::{self, KeyForm};
+use support::{service, upstream, Harness};
+use tokio_rustls::TlsConnector;
+
+const PORT: u16 = 443;
+
+/// What one TLS connection saw.
+struct Seen {
+    /// The leaf certificate presented.
+    leaf: CertificateDer<'static>,
+    alpn: Option<Vec<u8>>,
+    status: u16,
+    body: String,
+}
+
+/// Connects to `addr` with `server_name` as SNI (an IP address sends none), trusting
+/// `root`, and sends `GET /` with `host`.
+async fn https(
+    addr: SocketAddr,
+    server_name: &str,
+    root: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> Result<Seen, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(root.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(server_name.to_string()).map_err(|e| e.to_string())?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let (_, session) = tls.get_ref();
+    let leaf = session.peer_certificates().unwrap()[0].clone().into_owned();
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = http::Request::get("/").header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Ok(Seen {
+        leaf,
+        alpn,
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn der(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+/// A Gateway `gw` in `apps` with one HTTPS listener per `(name, hostname, secret)`, a route
+/// on each listener answering from the echo upstream, and a policy requiring `api-key`
+/// on the route `keyed` (attached to the listener named `keyed`, if any).
+fn gateway(listeners: &[(&str, Option<&str>, &str)], up: SocketAddr) -> String {
+    let mut ls = String::new();
+    let mut routes = String::new();
+    for (name, hostname, secret) in listeners {
+        let host = hostname
+            .map(|h| format!("    hostname: \"{h}\"\n"))
+            .unwrap_or_default();
+        ls.push_str(&format!(
+            "  - name: {name}\n    port: {PORT}\n    protocol: HTTPS\n{host}    tls:\n      certificateRefs: [{{kind: Secret, name: {secret}}}]\n"
+        ));
+        routes.push_str(&format!(
+            "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r-{name}, namespace: apps}}\nspec:\n  parentRefs: [{{name: gw, sectionName: {name}}}]\n  rules:\n  - backendRefs: [{{name: app, port: 80}}]\n"
+        ));
+    }
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: apps}}\nspec:\n  gatewayClassName: keyway\n  listeners:\n{ls}{routes}{}",
+        service("apps", "app", &[up])
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_picks_the_listener_and_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (default_crt, default_key) = certs::self_signed(
+        d,
+        "default",
+        KeyForm::EcSec1,
+        &["default.test", "other.net"],
+    );
+    let (exact_crt, exact_key) = certs::self_signed(d, "exact", KeyForm::EcPkcs8, &["example.org"]);
+    let (wild_crt, wild_key) = certs::self_signed(
+        d,
+        "wild",
+        KeyForm::RsaPkcs1,
+        &["*.wildcard.org", "a.b.wildcard.org"],
+    );
+    let up = upstream().await;
+    let mut manifests = gateway(
+        &[
+            ("any", None, "default-cert"),
+            ("exact", Some("example.org"), "exact-cert"),
+            ("wild", Some("*.wildcard.org"), "wild-cert"),
+        ],
+        up,
+    );
+    for (name, crt, key) in [
+        ("default-cert", &default_crt, &default_key),
+        ("exact-cert", &exact_crt, &exact_key),
+        ("wild-cert", &wild_crt, &wild_key),
+    ] {
+        manifests.push_str("---\n");
+        manifests.push_str(&certs::tls_secret("apps", name, crt, key));
+    }
+    let h = Harness::start(&manifests).await;
+    let addr = h.addr(PORT);
+
+    let exact = https(addr, "example.org", &exact_crt, "example.org", &[])
+        .await
+        .unwrap();
+    assert_eq!(exact.leaf, der(&exact_crt));
+    assert_eq!(exact.status, 200, "{}", exact.body);
+    assert_eq!(exact.alpn.as_deref(), Some(&b"http/1.1"[..]));
+    let echoed: serde_json::Value = serde_json::from_str(&exact.body).unwrap();
+    assert_eq!(
+        echoed["headers"]["X-Forwarded-Proto"][0], "https",
+        "{echoed}"
+    );
+
+    // A wildcard matches one label or more.
+    for name in ["one.wildcard.org", "a.b.wildcard.org"] {
+        let wild = https(addr, name, &wild_crt, name, &[]).await;
+        let wild = match wild {
+            Ok(w) => w,
+            // rustls checks the certificate's names: *.wildcard.org covers one label only,
+            // so the deeper name is checked against its own SAN above.
+            Err(e) => panic!("{name}: {e}"),
+        };
+        assert_eq!(wild.leaf, der(&wild_crt), "{name}");
+        assert_eq!(wild.status, 200, "{name}: {}", wild.body);
+    }
+    // An unknown name, and no name at all, get the listener without a hostname.
+    let other = https(addr, "other.net", &default_crt, "other.net", &[])
+        .await
+        .unwrap();
+    assert_eq!(other.leaf, der(&default_crt));
+    let no_sni = openssl_leaf(addr, None).expect("a handshake without SNI");
+    assert_eq!(no_sni, der(&default_crt));
+
+    // A Host of another listener than the one SNI chose: 421.
+    let misdirected = https(addr, "example.org", &exact_crt, "one.wildcard.org", &[])
+        .await
+        .unwrap();
+    assert_eq!(misdirected.status, 421, "{}", misdirected.body);
+    let misdirected = https(addr, "other.net", &default_crt, "example.org", &[])
+        .await
+        .unwrap();
+    assert_eq!(misdirected.status, 421);
+}
+
+/// The leaf certificate `openssl s_client` receives (`sni: None` sends no server name).
+fn openssl_leaf(addr: SocketAddr, sni: Option<&str>) -> Option<CertificateDer<'static>> {
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["s_client", "-connect", &addr.to_string(), "-showcerts"]);
+    match sni {
+        Some(n) => cmd.args(["-servername", n]),
+        None => cmd.arg("-noservername"),
+    };
+    let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text.find("-----BEGIN CERTIFICATE-----")?;
+    let end = text[start..].find("-----END CERTIFICATE-----")? + start + 25;
+    Some(der(&text[start..end]))
+}
+
+/// `openssl s_client` with one protocol version: whether the handshake completed.
+fn openssl_handshake(addr: SocketAddr, sni: &str, version: &str) -> bool {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            sni,
+            version,
+        ])
+        .args(["-cipher", "DEFAULT:@SECLEVEL=0"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status.success() && text.contains("BEGIN CERTIFICATE")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_certificate_form_and_every_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = upstream().await;
+    let forms = [
+        ("ec-sec1", KeyForm::EcSec1),
+        ("ec-pkcs8", KeyForm::EcPkcs8),
+        ("rsa-pkcs1", KeyForm::RsaPkcs1),
+        ("rsa-pkcs8", KeyForm::RsaPkcs8),
+    ];
+    let mut listeners: Vec<(String, String, String)> = Vec::new();
+    let mut secrets = String::new();
+    let mut roots = Vec::new();
+    for (name, form) in forms {
+        let host = format!("{name}.test");
+        let (crt, key) = certs::self_signed(d, name, form, &[&host]);
+        secrets.push_str(&format!(
+            "---\n{}",
+            certs::tls_secret("apps", name, &crt, &key)
+        ));
+        listeners.push((name.into(), host, name.into()));
+        roots.push((name, crt));
+    }
+    let (bundle, leaf_key, root) = certs::chain(d, "chained", &["chained.test"]);
+    secrets.push_str(&format!(
+        "---\n{}",
+        certs::tls_secret("apps", "chained", &bundle, &leaf_key)
+    ));
+    listeners.push(("chained".into(), "chained.test".into(), "chained".into()));
+    roots.push(("chained", root));
+
+    // The broken ones, each on its own hostname.
+    let (a_crt, _) = certs::self_signed(d, "a", KeyForm::EcSec1, &["a.test"]);
+    let (_, b_key) = certs::self_signed(d, "b", KeyForm::EcSec1, &["b.test"]);
+    let broken = [
+        (
+            "mismatched",
+            certs::tls_secret("apps", "mismatched", &a_crt, &b_key),
+            "does not match",
+        ),
+        (
+            "garbage",
+            certs::tls_secret("apps", "garbage", "Hello world\n", "Hello world\n"),
+            "PEM certificate",
+        ),
+        (
+            "opaque",
+            certs::secret(
+                "apps",
+                "opaque",
+                "Opaque",
+                &[("tls.crt", &a_crt), ("tls.key", &b_key)],
+            ),
+            "not kubernetes.io/tls",
+        ),
+        ("missing", String::new(), "not found"),
+    ];
+    for (name, secret, _) in &broken {
+        if !secret.is_empty() {
+            secrets.push_str(&format!("---\n{secret}"));
+        }
+        listeners.push((name.to_string(), format!("{name}.test"), name.to_string()));
+    }
+    let spec: Vec<(&str, Option<&str>, &str)> = listeners
+        .iter()
+        .map(|(n, h, s)| (n.as_str(), Some(h.as_str()), s.as_str()))
+        .collect();
+    let manifests = format!("{}{secrets}", gateway(&spec, up));
+    std::fs::write(d.join("objects.yaml"), &manifests).unwrap();
+    let h = Harness::start(&manifests).await;
+    let addr = h.addr(PORT);
+
+    for (name, root) in &roots {
+        let host = format!("{name}.test");
+        let seen = https(addr, &host, root, &host, &[]).await;
+        let seen = seen.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(seen.status, 200, "{name}: {}", seen.body);
+    }
+    let report = h.app.state.report();
+    for (name, _, why) in &broken {
+        let host = format!("{name}.test");
+        let refused = https(addr, &host, &a_crt, &host, &[]).await;
+        assert!(refused.is_err(), "{name}: a handshake succeeded");
+        let gw = report
+            .get(keyway_model::Kind::Gateway, "apps", "gw")
+            .unwrap();
+        let section = gw
+            .sections
+            .iter()
+            .find(|s| s.section == format!("listener {name}"))
+            .unwrap();
+        let resolved = section
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ResolvedRefs")
+            .unwrap();
+        assert!(!resolved.status, "{name}");
+        assert_eq!(resolved.reason, "InvalidCertificateRef", "{name}");
+        assert!(
+            resolved.message.contains(why),
+            "{name}: {}",
+            resolved.message
+        );
+        let programmed = section
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Programmed")
+            .unwrap();
+        assert!(!programmed.status, "{name}");
+    }
+    // `keyway check` says the same, and no key material appears anywhere in it.
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_keyway"))
+        .args(["check", "--config"])
+        .arg(d.join("objects.yaml"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        printed.contains("[listener mismatched] ResolvedRefs=False InvalidCertificateRef"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("PRIVATE KEY") && !printed.contains("BEGIN"),
+        "{printed}"
+    );
+    assert!(!check.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_1_2_and_1_3_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = certs::self_signed(dir.path(), "v", KeyForm::EcSec1, &["v.test"]);
+    let up = upstream().await;
+    let manifests = format!(
+        "{}---\n{}",
+        gateway(&[("v", Some("v.test"), "v")], up),
+        certs::tls_secret("apps", "v", &crt, &key)
+    );
+    let h = Harness::start(&manifests).await;
+    let addr = h.addr(PORT);
+    assert!(openssl_handshake(addr, "v.test", "-tls1_3"));
+    assert!(openssl_handshake(addr, "v.test", "-tls1_2"));
+    let before = h.app.state.metrics.tls_handshake_failures.get();
+    assert!(
+        !openssl_handshake(addr, "v.test", "-tls1_1"),
+        "TLS 1.1 accepted"
+    );
+    assert!(
+        !openssl_handshake(addr, "v.test", "-tls1"),
+        "TLS 1.0 accepted"
+    );
+    // Refused by Keyway, not by the client's own policy.
+    let refused = h.app.state.metrics.tls_handshake_failures.get() - before;
+    assert_eq!(refused, 2, "handshakes refused by the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_tls_with_a_key_in_a_header_and_in_a_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (crt, key) = certs::self_signed(d, "h2", KeyForm::EcSec1, &["h2.test"]);
+    std::fs::write(d.join("root.pem"), &crt).unwrap();
+    let up = upstream().await;
+    let manifests = format!(
+        "{}---\n{}---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys, namespace: apps}}\nstringData: {{alice: k-alice}}\n---\napiVersion: gateway.kgateway.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: {{name: keyed, namespace: apps}}\nspec:\n  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}]\n  apiKeyAuth:\n    secretRef: {{name: keys}}\n    keySources:\n    - header: api-key\n    - cookie: session-key\n",
+        gateway(&[("h2", Some("h2.test"), "h2")], up),
+        certs::tls_secret("apps", "h2", &crt, &key)
+    );
+    let h = Harness::start(&manifests).await;
+    let addr = h.addr(PORT);
+    let curl = |extra: &[&str]| curl_h2(d, addr, "h2.test", extra);
+    assert_eq!(curl(&[]), ("2".to_string(), 401));
+    assert_eq!(curl(&["-H", "api-key: k-alice"]), ("2".to_string(), 200));
+    assert_eq!(
+        curl(&["--cookie", "session-key=k-alice"]),
+        ("2".to_string(), 200)
+    );
+    assert_eq!(curl(&["-H", "api-key: wrong"]), ("2".to_string(), 401));
+}
+
+/// `curl --http2` to `https://host/` at `addr`: `(HTTP version, status)`.
+fn curl_h2(dir: &Path, addr: SocketAddr, host: &str, extra: &[&str]) -> (String, u16) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .args(["--cacert", dir.join("root.pem").to_str().unwrap()])
+        .args(["--resolve", &format!("{host}:{}:127.0.0.1", addr.port())])
+        .args(extra)
+        .arg(format!("https://{host}:{}/", addr.port()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (version, code) = text
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("curl: {text} {}", String::from_utf8_lossy(&out.stderr)));
+    (version.to_string(), code.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_https_on_one_port_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = certs::self_signed(dir.path(), "c", KeyForm::EcSec1, &["c.test"]);
+    let up = upstream().await;
+    let manifests = format!(
+        "{}---\n{}---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: plain, namespace: apps}}\nspec:\n  gatewayClassName: keyway\n  listeners: [{{name: http, port: {PORT}, protocol: HTTP, hostname: plain.test}}]\n",
+        gateway(&[("c", Some("c.test"), "c")], up),
+        certs::tls_secret("apps", "c", &crt, &key)
+    );
+    let h = Harness::start(&manifests).await;
+    let report = h.app.state.report();
+    let plain = report
+        .get(keyway_model::Kind::Gateway, "apps", "plain")
+        .unwrap();
+    let conflicted = plain.sections[0]
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Conflicted")
+        .unwrap();
+    assert_eq!(conflicted.reason, "ProtocolConflict");
+    // The HTTPS listener keeps the port.
+    let seen = https(h.addr(PORT), "c.test", &crt, "c.test", &[])
+        .await
+        .unwrap();
+    assert_eq!(seen.status, 200);
+}
