@@ -7,6 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -37,6 +38,17 @@ async fn https(
     host: &str,
     headers: &[(&str, &str)],
 ) -> Result<Seen, String> {
+    https_path(addr, server_name, root, host, "/", headers).await
+}
+
+async fn https_path(
+    addr: SocketAddr,
+    server_name: &str,
+    root: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Seen, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(root.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -64,7 +76,7 @@ async fn https(
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let mut req = http::Request::get("/").header("host", host);
+    let mut req = http::Request::get(path).header("host", host);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -454,4 +466,345 @@ async fn http_and_https_on_one_port_conflict() {
         .await
         .unwrap();
     assert_eq!(seen.status, 200);
+}
+
+/// The conformance suite's files, with the GatewayClass placeholder filled in.
+fn conformance(name: &str) -> String {
+    support::shared_testdata(&format!("gateway-api-conformance/{name}"))
+        .replace("{GATEWAY_CLASS_NAME}", "keyway")
+}
+
+/// EndpointSlices sending the suite's `infra-backend-v1..3` Services (port 8080 → 3000)
+/// to echo upstreams; returns the manifests and which upstream is which.
+async fn infra_backends() -> (String, Vec<(String, String)>) {
+    let mut yaml = String::new();
+    let mut names = Vec::new();
+    // v1's Service names its ports; v2's and v3's do not.
+    for (app, port_name) in [
+        ("infra-backend-v1", "name: first-port, "),
+        ("infra-backend-v2", ""),
+        ("infra-backend-v3", ""),
+    ] {
+        let up = upstream().await;
+        yaml.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {app}-x\n  namespace: gateway-conformance-infra\n  labels: {{kubernetes.io/service-name: {app}}}\naddressType: IPv4\nports:\n- {{{port_name}port: {}}}\nendpoints:\n- addresses: [\"127.0.0.1\"]\n",
+            up.port()
+        ));
+        names.push((up.to_string(), app.to_string()));
+    }
+    (yaml, names)
+}
+
+/// `HTTPRouteHTTPSListener` and `HTTPRouteHTTPSListenerDetectMisdirectedRequests`, with
+/// the certificate the suite generates at run time made here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_https_listener_and_misdirected_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = [
+        "example.org",
+        "second-example.org",
+        "*.wildcard.org",
+        "unknown-example.org",
+    ];
+    let (crt, key) = certs::self_signed(dir.path(), "validity", KeyForm::EcSec1, &names);
+    let (backends, which) = infra_backends().await;
+    let manifests = format!(
+        "{}\n---\n{}\n---\n{}\n---\n{}\n---\n{}{backends}",
+        conformance("base-manifests.yaml"),
+        conformance("base-https-gateway.yaml"),
+        conformance("httproute-https-listener.yaml"),
+        conformance("httproute-https-listener-detect-misdirected-requests.yaml"),
+        certs::tls_secret(
+            "gateway-conformance-infra",
+            "tls-validity-checks-certificate",
+            &crt,
+            &key
+        ),
+    );
+    let h = Harness::start(&manifests).await;
+    let addr = h.addr(PORT);
+    let backend_of = |body: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        let server = v["server"].as_str().unwrap_or("").to_string();
+        which
+            .iter()
+            .find(|(a, _)| *a == server)
+            .map(|(_, n)| n.clone())
+            .unwrap_or(server)
+    };
+    // HTTPRouteHTTPSListener.
+    for (sni, host, backend) in [
+        ("example.org", "example.org", "infra-backend-v1"),
+        (
+            "second-example.org",
+            "second-example.org",
+            "infra-backend-v2",
+        ),
+    ] {
+        let seen = https(addr, sni, &crt, host, &[]).await.unwrap();
+        assert_eq!(seen.status, 200, "{sni} {host}: {}", seen.body);
+        assert_eq!(backend_of(&seen.body), backend, "{sni} {host}");
+    }
+    // HTTPRouteHTTPSListenerDetectMisdirectedRequests (its table, verbatim).
+    let cases = [
+        ("example.org", "example.org", 200, Some("infra-backend-v1")),
+        ("example.org", "second-example.org", 421, None),
+        ("example.org", "unknown-example.org", 404, None),
+        (
+            "second-example.org",
+            "second-example.org",
+            200,
+            Some("infra-backend-v2"),
+        ),
+        ("second-example.org", "example.org", 421, None),
+        ("second-example.org", "unknown-example.org", 421, None),
+        (
+            "third-example.wildcard.org",
+            "third-example.wildcard.org",
+            200,
+            Some("infra-backend-v3"),
+        ),
+        (
+            "third-example.wildcard.org",
+            "fith-example.wildcard.org",
+            200,
+            Some("infra-backend-v3"),
+        ),
+        (
+            "third-example.wildcard.org",
+            "fourth-example.wildcard.org",
+            421,
+            None,
+        ),
+        (
+            "third-example.wildcard.org",
+            "second-example.org",
+            421,
+            None,
+        ),
+        (
+            "third-example.wildcard.org",
+            "unknown-example.org",
+            421,
+            None,
+        ),
+        (
+            "fourth-example.wildcard.org",
+            "fourth-example.wildcard.org",
+            200,
+            Some("infra-backend-v1"),
+        ),
+        (
+            "fourth-example.wildcard.org",
+            "fith-example.wildcard.org",
+            421,
+            None,
+        ),
+        (
+            "unknown-example.org",
+            "example.org",
+            200,
+            Some("infra-backend-v1"),
+        ),
+        ("unknown-example.org", "unknown-example.org", 404, None),
+    ];
+    for (sni, host, status, backend) in cases {
+        let seen = https_path(addr, sni, &crt, host, "/detect-misdirected-requests", &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sni} {host}: {e}"));
+        assert_eq!(seen.status, status, "SNI {sni}, Host {host}: {}", seen.body);
+        if let Some(b) = backend {
+            assert_eq!(backend_of(&seen.body), b, "SNI {sni}, Host {host}");
+        }
+    }
+}
+
+fn listener_condition(h: &Harness, gw: &str, listener: &str, type_: &str) -> (bool, String) {
+    let report = h.app.state.report();
+    let status = report
+        .get(keyway_model::Kind::Gateway, "gateway-conformance-infra", gw)
+        .unwrap_or_else(|| panic!("no status for Gateway {gw}"));
+    let section = status
+        .sections
+        .iter()
+        .find(|s| s.section == format!("listener {listener}"))
+        .unwrap();
+    let c = section
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap();
+    (c.status, c.reason.clone())
+}
+
+/// `GatewayInvalidTLSConfiguration` and the four `GatewaySecret*ReferenceGrant*` tests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_certificate_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = certs::self_signed(dir.path(), "validity", KeyForm::EcSec1, &["example.org"]);
+    let secrets = format!(
+        "{}---\n{}",
+        certs::tls_secret(
+            "gateway-conformance-infra",
+            "tls-validity-checks-certificate",
+            &crt,
+            &key
+        ),
+        certs::tls_secret("gateway-conformance-web-backend", "certificate", &crt, &key),
+    );
+    let base = conformance("base-manifests.yaml");
+    let h = Harness::start(&format!(
+        "{base}\n---\n{}\n---\n{secrets}",
+        conformance("gateway-invalid-tls-configuration.yaml")
+    ))
+    .await;
+    for gw in [
+        "gateway-certificate-nonexistent-secret",
+        "gateway-certificate-unsupported-group",
+        "gateway-certificate-unsupported-kind",
+        "gateway-certificate-malformed-secret",
+    ] {
+        let resolved = listener_condition(&h, gw, "https", "ResolvedRefs");
+        assert_eq!(resolved, (false, "InvalidCertificateRef".into()), "{gw}");
+    }
+    drop(h);
+    for (file, gw, want) in [
+        (
+            "gateway-secret-invalid-reference-grant.yaml",
+            "gateway-secret-invalid-reference-grant",
+            (false, "RefNotPermitted"),
+        ),
+        (
+            "gateway-secret-missing-reference-grant.yaml",
+            "gateway-secret-missing-reference-grant",
+            (false, "RefNotPermitted"),
+        ),
+        (
+            "gateway-secret-reference-grant-all-in-namespace.yaml",
+            "gateway-secret-reference-grant-all-in-namespace",
+            (true, "ResolvedRefs"),
+        ),
+        (
+            "gateway-secret-reference-grant-specific.yaml",
+            "gateway-secret-reference-grant-specific",
+            (true, "ResolvedRefs"),
+        ),
+    ] {
+        let h = Harness::start(&format!(
+            "{base}\n---\n{}\n---\n{secrets}",
+            conformance(file)
+        ))
+        .await;
+        let resolved = listener_condition(&h, gw, "https", "ResolvedRefs");
+        assert_eq!(resolved, (want.0, want.1.to_string()), "{file}");
+        let programmed = listener_condition(&h, gw, "https", "Programmed");
+        assert_eq!(programmed.0, want.0, "{file}: Programmed");
+    }
+}
+
+/// A certificate replaced while connections are open: new handshakes present the new one
+/// within a second; a connection opened before keeps working; `wrk` over TLS with
+/// keep-alive sees no failure while the Secret changes every 200 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotate_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = upstream().await;
+    let listeners = gateway(&[("any", None, "rotating")], up);
+    let mut pairs = Vec::new();
+    for i in 0..4 {
+        let name = format!("gen{i}");
+        pairs.push(certs::self_signed(
+            d,
+            &name,
+            KeyForm::EcSec1,
+            &["rotate.test"],
+        ));
+    }
+    let manifests = |i: usize| {
+        format!(
+            "{listeners}---\n{}",
+            certs::tls_secret("apps", "rotating", &pairs[i].0, &pairs[i].1)
+        )
+    };
+    let h = Harness::start_watching(&manifests(0)).await;
+    let addr = h.addr(PORT);
+
+    // A keep-alive connection opened on the first certificate.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der(&pairs[0].0)).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("rotate.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut held, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let get = || {
+        http::Request::get("/")
+            .header("host", "rotate.test")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(held.send_request(get()).await.unwrap().status(), 200);
+
+    // New handshakes see the new certificate within a second of the file changing.
+    std::fs::write(h.config_path(), manifests(1)).unwrap();
+    let changed = std::time::Instant::now();
+    let mut took = None;
+    while changed.elapsed() < Duration::from_secs(1) {
+        if let Ok(seen) = https(addr, "rotate.test", &pairs[1].0, "rotate.test", &[]).await {
+            assert_eq!(seen.leaf, der(&pairs[1].0));
+            took = Some(changed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = took.expect("the new certificate was not used within 1 s");
+    println!("new certificate in use {took:?} after the Secret changed");
+    // The connection opened before goes on.
+    let resp = held.send_request(get()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Under load: wrk over TLS with keep-alive while the Secret changes every 200 ms.
+    let url = format!("https://127.0.0.1:{}/", addr.port());
+    let wrk = std::thread::spawn(move || {
+        std::process::Command::new("wrk")
+            .args(["-t1", "-c8", "-d3s", "--latency", &url])
+            .output()
+            .expect("wrk is installed (.ci/run installs it)")
+    });
+    for i in 0..14 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::fs::write(h.config_path(), manifests(2 + i % 2)).unwrap();
+    }
+    let out = wrk.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("Socket errors"), "{text}");
+    assert!(!text.contains("Non-2xx"), "{text}");
+    let requests: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in ")
+                .map(|(n, _)| n.trim().parse().unwrap())
+        })
+        .expect("wrk's summary");
+    assert!(requests > 100, "{text}");
+    // The reloads happened (the test would be vacuous otherwise).
+    assert!(
+        h.app.state.generation() >= 10,
+        "generation {}",
+        h.app.state.generation()
+    );
 }
