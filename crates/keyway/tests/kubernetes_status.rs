@@ -538,7 +538,7 @@ async fn an_invalid_policy_says_why_without_the_key_and_its_routes_answer_500() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn written_conditions_match_keyway_check_on_the_same_objects() {
     let manifests = format!(
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: keyway}}\nspec: {{controllerName: {CONTROLLER}}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: apps}}\nspec:\n  gatewayClassName: keyway\n  listeners:\n  - {{name: http, port: {port}, protocol: HTTP}}\n  - {{name: http-again, port: {port}, protocol: HTTP}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: broken, namespace: apps}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs: [{{name: nowhere, port: 80}}]\n",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: keyway}}\nspec: {{controllerName: {CONTROLLER}}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: apps}}\nspec:\n  gatewayClassName: keyway\n  listeners:\n  - {{name: http, port: {port}, protocol: HTTP}}\n  - {{name: http-again, port: {port}, protocol: HTTP}}\n  - {{name: https, port: 8443, protocol: HTTPS, tls: {{certificateRefs: [{{name: missing-cert}}]}}}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: broken, namespace: apps}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules:\n  - backendRefs: [{{name: nowhere, port: 80}}]\n",
         port = support::LISTENER_PORT
     );
     let dir = tempfile::tempdir().unwrap();
@@ -554,7 +554,7 @@ async fn written_conditions_match_keyway_check_on_the_same_objects() {
     api.apply_yaml(&manifests);
     api.apply(front_service(json!({})));
     let authz = enforce_rbac(&api, &["chk"], &[]);
-    let replica = Replica::start(&api, "chk", &replica_args("chk", &[]));
+    let replica = Replica::start(&api, "chk", &replica_args("chk", &["--port-map", "8443=0"]));
     replica.serving().await;
     let route = || status_of(&api, GW, "HTTPRoute", Some("apps"), "broken");
     let gateway = || status_of(&api, GW, "Gateway", Some("apps"), "gw");
@@ -621,11 +621,27 @@ async fn written_conditions_match_keyway_check_on_the_same_objects() {
         printed.contains("ResolvedRefs=False BackendNotFound"),
         "{printed}"
     );
+    // An HTTPS listener whose Secret does not exist, in the listener's status.
+    let https = gateway()["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "https")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        condition(&https["conditions"], "ResolvedRefs")["reason"],
+        "InvalidCertificateRef"
+    );
+    assert_eq!(
+        condition(&https["conditions"], "Programmed")["status"],
+        "False"
+    );
     assert!(
         printed.contains("Conflicted=True HostnameConflict"),
         "{printed}"
     );
-    assert!(compared >= 9, "{compared}");
+    assert!(compared >= 12, "{compared}");
     assert_no_denials(&authz);
 }
 
