@@ -26,6 +26,7 @@ struct Seen {
     leaf: CertificateDer<'static>,
     alpn: Option<Vec<u8>>,
     status: u16,
+    location: Option<String>,
     body: String,
 }
 
@@ -85,11 +86,16 @@ async fn https_path(
         .await
         .map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     Ok(Seen {
         leaf,
         alpn,
         status,
+        location,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
 }
@@ -807,4 +813,57 @@ async fn certificates_rotate_live() {
         "generation {}",
         h.app.state.generation()
     );
+}
+
+/// The HTTPS half of `HTTPRouteRedirectPortAndScheme`: redirects from a listener on 443.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_redirect_port_and_scheme_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = certs::self_signed(dir.path(), "validity", KeyForm::EcSec1, &["example.org"]);
+    let manifests = format!(
+        "{}\n---\n{}\n---\n{}\n---\n{}",
+        conformance("base-manifests.yaml"),
+        conformance("base-https-gateway.yaml"),
+        conformance("httproute-redirect-port-and-scheme.yaml"),
+        certs::tls_secret(
+            "gateway-conformance-infra",
+            "tls-validity-checks-certificate",
+            &crt,
+            &key
+        ),
+    );
+    let h = Harness::start(&manifests).await;
+    let addr = h.addr(PORT);
+    for (path, location) in [
+        (
+            "/scheme-nil-and-port-nil",
+            "https://example.org/scheme-nil-and-port-nil",
+        ),
+        (
+            "/scheme-nil-and-port-443",
+            "https://example.org/scheme-nil-and-port-443",
+        ),
+        (
+            "/scheme-nil-and-port-8443",
+            "https://example.org:8443/scheme-nil-and-port-8443",
+        ),
+        (
+            "/scheme-http-and-port-nil",
+            "http://example.org/scheme-http-and-port-nil",
+        ),
+        (
+            "/scheme-http-and-port-80",
+            "http://example.org/scheme-http-and-port-80",
+        ),
+        (
+            "/scheme-http-and-port-8080",
+            "http://example.org:8080/scheme-http-and-port-8080",
+        ),
+    ] {
+        let seen = https_path(addr, "example.org", &crt, "example.org", path, &[])
+            .await
+            .unwrap();
+        assert_eq!(seen.status, 302, "{path}: {}", seen.body);
+        assert_eq!(seen.location.as_deref(), Some(location), "{path}");
+    }
 }
