@@ -49,6 +49,9 @@ pub struct Options {
     pub controller_name: Option<String>,
     /// Load balancing across the endpoints of every upstream.
     pub balance: Balance,
+    /// The time of the compile, for warnings about keys that expire soon (none when
+    /// `None`: the compile stays a function of its inputs).
+    pub now: Option<std::time::SystemTime>,
 }
 
 /// The compiler's output.

@@ -29,6 +29,8 @@ const WEIGHT_ANNOTATION: &str = "kgateway.dev/policy-weight";
 const MAX_KEY_SOURCES: usize = 16;
 const MAX_TARGET_REFS: usize = 16;
 const MAX_NAME_LEN: usize = 256;
+/// Keys expiring within this long are reported (`keyway check`, `/status`).
+const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// TrafficPolicy fields that are access checks: a policy using one that Keyway cannot
 /// enforce fails closed instead of being silently ignored.
@@ -92,9 +94,10 @@ struct Entry {
     has_targets: bool,
     targets_found: usize,
     missing: Vec<String>,
-    /// The `clientIdHeader` the policy asserts identity through, even when it is invalid
-    /// or overridden: its routes must never pass a client-sent copy along.
-    client_id_header: Option<HeaderName>,
+    /// The headers the policy asserts identity through (`clientIdHeader`,
+    /// `metadataHeaders`), even when it is invalid or overridden: its routes must never
+    /// pass a client-sent copy along.
+    identity_headers: Vec<HeaderName>,
 }
 
 /// All policies, indexed by attachment point.
@@ -179,7 +182,7 @@ impl Policies {
         self.levels(q)
             .into_iter()
             .flatten()
-            .filter_map(|i| self.entries[i].client_id_header.as_ref())
+            .flat_map(|i| self.entries[i].identity_headers.iter())
     }
 
     fn at(&self, point: &AttachPoint) -> &[usize] {
@@ -377,12 +380,14 @@ fn compile_one(
     // Authentication effect.
     let effect = match &spec.api_key_auth {
         // Any problem anywhere in the policy, in `apiKeyAuth` or not, fails it closed.
-        Some(ak) => Some(match api_key_auth(ctx, key, &name, ak, &mut errors) {
-            Some(auth) if errors.is_empty() => auth,
-            _ => Auth::Invalid {
-                policy: name.clone(),
+        Some(ak) => Some(
+            match api_key_auth(ctx, key, &name, ak, &mut errors, &mut notes) {
+                Some(auth) if errors.is_empty() => auth,
+                _ => Auth::Invalid {
+                    policy: name.clone(),
+                },
             },
-        }),
+        ),
         None if !errors.is_empty() => Some(Auth::Invalid {
             policy: name.clone(),
         }),
@@ -405,11 +410,16 @@ fn compile_one(
         has_targets,
         targets_found: found,
         missing,
-        client_id_header: spec
+        identity_headers: spec
             .api_key_auth
-            .as_ref()
-            .and_then(|a| a.client_id_header.as_deref())
-            .and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            .iter()
+            .flat_map(|a| {
+                a.client_id_header
+                    .iter()
+                    .chain(a.metadata_headers.iter().flat_map(|m| m.values()))
+            })
+            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect(),
     };
     (entry, points)
 }
@@ -557,6 +567,7 @@ fn api_key_auth(
     name: &Arc<str>,
     ak: &ApiKeyAuth,
     errors: &mut Vec<String>,
+    notes: &mut Vec<String>,
 ) -> Option<Auth> {
     if ak.is_null {
         errors.push(
@@ -651,9 +662,32 @@ fn api_key_auth(
         }
     };
 
+    let mut metadata_headers = Vec::new();
+    for (name, h) in ak.metadata_headers.iter().flatten() {
+        let at = format!("spec.apiKeyAuth.metadataHeaders.{name}");
+        if !check_len(&at, name, errors) || !check_len(&at, h, errors) {
+            continue;
+        }
+        match HeaderName::from_bytes(h.as_bytes()) {
+            Ok(n) if is_reserved_header(&n) => {
+                errors.push(format!("{at}: {h:?} cannot carry client metadata"));
+            }
+            Ok(n)
+                if client_id_header.as_ref() == Some(&n)
+                    || metadata_headers.iter().any(|(_, m)| *m == n) =>
+            {
+                errors.push(format!(
+                    "{at}: header {h:?} is already set from the client's record"
+                ));
+            }
+            Ok(n) => metadata_headers.push((Box::from(name.as_str()), n)),
+            Err(_) => errors.push(format!("{at}: {h:?} is not a valid HTTP header name")),
+        }
+    }
+
     // Secrets.
     let secrets = secrets(ctx, key, ak, errors);
-    let credentials = credentials(&secrets, errors);
+    let credentials = credentials(&secrets, ctx.options.now, errors, notes);
     Some(Auth::ApiKey {
         policy: Arc::new(ApiKeyPolicy {
             name: name.clone(),
@@ -662,6 +696,7 @@ fn api_key_auth(
             cookies,
             forward_credential: ak.forward_credential.unwrap_or(false),
             client_id_header,
+            metadata_headers,
             credentials,
         }),
     })
@@ -785,11 +820,36 @@ fn secrets<'a>(
 /// Composes the policy's credentials from its Secrets' key tables (each digested once,
 /// when its Secret was read): no key is copied, so a change to one of many Secrets costs
 /// one table's digests and one index. Messages name clients and Secrets, never a key.
-fn credentials(secrets: &[(&ObjectKey, &Secret)], errors: &mut Vec<String>) -> Credentials {
+fn credentials(
+    secrets: &[(&ObjectKey, &Secret)],
+    now: Option<std::time::SystemTime>,
+    errors: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) -> Credentials {
     let mut problems = Vec::new();
     for (skey, secret) in secrets {
         for p in &secret.keys.problems {
             problems.push(format!("secret {skey}: {p}"));
+        }
+        let Some(now) = now else { continue };
+        for (_, client) in &secret.keys.entries {
+            let Some(extra) = client.extra() else {
+                continue;
+            };
+            let (Some(at), Some(text)) = (extra.expires_at, extra.expires_text.as_deref()) else {
+                continue;
+            };
+            if at <= now {
+                notes.push(format!(
+                    "client {:?} in secret {skey}: key expired at {text}",
+                    client.id()
+                ));
+            } else if at.duration_since(now).unwrap_or_default() <= EXPIRY_WARNING {
+                notes.push(format!(
+                    "client {:?} in secret {skey}: key expires at {text}",
+                    client.id()
+                ));
+            }
         }
     }
     let tables = secrets.iter().map(|(_, s)| s.keys.clone()).collect();

@@ -20,7 +20,7 @@ pub mod secret;
 pub mod snapshot;
 
 pub use kgateway::{backend::Backend, traffic_policy::TrafficPolicy};
-pub use secret::{digest, KeyDigest, Secret, SecretKeys, SecretValue};
+pub use secret::{digest, Client, ClientExtra, KeyDigest, Secret, SecretKeys, SecretValue};
 pub use snapshot::{Kind, Object, ObjectKey, Origin, Snapshot};
 
 /// Gateway API kinds, re-exported so the rest of the workspace names one path.

@@ -73,29 +73,39 @@ impl Secret {
 /// One Secret's entries as credentials: what a policy's key table is composed from.
 #[derive(Default, PartialEq)]
 pub struct SecretKeys {
-    /// Digest of each usable key and its client id, in entry-name order.
-    pub entries: Vec<(KeyDigest, Arc<str>)>,
+    /// Digest of each usable key and its client's record, in entry-name order.
+    pub entries: Vec<(KeyDigest, Client)>,
     /// Entries that cannot be credentials, each described by its name (never its value).
     pub problems: Vec<String>,
 }
 
 impl SecretKeys {
-    /// Digests `(entry name, value)` pairs. Values are trimmed of surrounding ASCII
-    /// whitespace (an `echo KEY | base64` newline must not lock a user out); empty values
-    /// are skipped; a name that cannot travel in a header cannot be a client id.
+    /// Reads `(entry name, value)` pairs (SPEC sections 3 and 10). A value is a plain key,
+    /// or a JSON object with `key` or `keyHash`, and optionally `expiresAt` and `metadata`.
+    /// Plain values are trimmed of surrounding ASCII whitespace (an `echo KEY | base64`
+    /// newline must not lock a user out); empty values are skipped; a name that cannot
+    /// travel in a header cannot be a client id. Problems name entries, never values.
     pub fn from_entries<'a>(entries: impl Iterator<Item = (&'a str, &'a [u8])>) -> Self {
         let mut out = SecretKeys::default();
         for (client, value) in entries {
-            let key = value.trim_ascii();
-            if key.is_empty() {
+            let value = value.trim_ascii();
+            if value.is_empty() {
                 continue;
             }
-            if !is_header_value(client) {
+            let Ok(id) = http::HeaderValue::from_str(client) else {
                 out.problems
                     .push(format!("entry name {client:?} cannot be a client id"));
                 continue;
+            };
+            if value.first() == Some(&b'{') {
+                match structured(value) {
+                    Ok((digest, extra)) => out.entries.push((digest, Client { id, extra })),
+                    Err(why) => out.problems.push(format!("entry {client:?}: {why}")),
+                }
+                continue;
             }
-            out.entries.push((digest(key), Arc::from(client)));
+            out.entries
+                .push((digest(value), Client { id, extra: None }));
         }
         out.entries.shrink_to_fit();
         out
@@ -112,6 +122,164 @@ impl SecretKeys {
     }
 }
 
+/// One client's credential record: what a request that presents its key gets.
+///
+/// Held once per key in its Secret's table: the id is kept as the header value the
+/// client-id header is set to (ready to send; the id is its text), and what only JSON
+/// entries have (expiry, metadata) sits behind one pointer, so a plain kgateway key costs
+/// no more than its id.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Client {
+    id: http::HeaderValue,
+    extra: Option<Box<ClientExtra>>,
+}
+
+/// Expiry and metadata of a client from a JSON entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientExtra {
+    /// From this instant on the key is refused (`expired_api_key`).
+    pub expires_at: Option<std::time::SystemTime>,
+    /// The instant as written, for messages.
+    pub expires_text: Option<Box<str>>,
+    /// `metadata`, name to header value, in name order.
+    pub metadata: Vec<(Box<str>, http::HeaderValue)>,
+}
+
+impl Client {
+    /// A client with a plain key. Panics if `id` cannot be a header value (tests, tools).
+    pub fn plain(id: &str) -> Client {
+        Client {
+            id: http::HeaderValue::from_str(id).expect("a client id is a header value"),
+            extra: None,
+        }
+    }
+
+    /// The client id (the Secret entry's name).
+    pub fn id(&self) -> &str {
+        std::str::from_utf8(self.id.as_bytes()).unwrap_or_default()
+    }
+
+    /// The client id as the value of the client-id header.
+    pub fn id_header(&self) -> &http::HeaderValue {
+        &self.id
+    }
+
+    /// When the key stops being accepted, if ever.
+    pub fn expires_at(&self) -> Option<std::time::SystemTime> {
+        self.extra.as_ref().and_then(|e| e.expires_at)
+    }
+
+    /// Whether the key is expired at `now`.
+    pub fn expired(&self, now: std::time::SystemTime) -> bool {
+        self.expires_at().is_some_and(|t| now >= t)
+    }
+
+    /// Expiry and metadata, if the entry had either.
+    pub fn extra(&self) -> Option<&ClientExtra> {
+        self.extra.as_deref()
+    }
+
+    /// The value of metadata `name`, if the client has it.
+    pub fn metadata(&self, name: &str) -> Option<&http::HeaderValue> {
+        let extra = self.extra.as_ref()?;
+        extra
+            .metadata
+            .binary_search_by(|(k, _)| (**k).cmp(name))
+            .ok()
+            .map(|i| &extra.metadata[i].1)
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Client({:?})", self.id())
+    }
+}
+
+/// A JSON entry: its key's digest and the client's extras. Errors describe the entry's
+/// shape (field names, types, formats), never a value of it.
+fn structured(value: &[u8]) -> Result<(KeyDigest, Option<Box<ClientExtra>>), String> {
+    let json: serde_json::Value =
+        serde_json::from_slice(value).map_err(|e| match e.classify() {
+            serde_json::error::Category::Eof => "not valid JSON (cut short)".to_string(),
+            _ => format!(
+                "not valid JSON (at line {} column {})",
+                e.line(),
+                e.column()
+            ),
+        })?;
+    let Some(map) = json.as_object() else {
+        return Err("not a JSON object".into());
+    };
+    for field in map.keys() {
+        if !matches!(field.as_str(), "key" | "keyHash" | "expiresAt" | "metadata") {
+            return Err(format!(
+                "unknown field {field:?} (key, keyHash, expiresAt and metadata are)"
+            ));
+        }
+    }
+    let digest = match (map.get("key"), map.get("keyHash")) {
+        (Some(_), Some(_)) => return Err("has both key and keyHash (one is allowed)".into()),
+        (None, None) => return Err("has neither key nor keyHash".into()),
+        (Some(k), None) => {
+            let k = k.as_str().ok_or("key is not a string")?.trim();
+            if k.is_empty() {
+                return Err("key is empty".into());
+            }
+            digest(k.as_bytes())
+        }
+        (None, Some(h)) => key_hash(h.as_str().ok_or("keyHash is not a string")?)?,
+    };
+    let mut extra = ClientExtra::default();
+    if let Some(at) = map.get("expiresAt") {
+        let text = at.as_str().ok_or("expiresAt is not a string")?;
+        let ts: k8s_openapi::jiff::Timestamp = text
+            .parse()
+            .map_err(|_| "expiresAt is not an RFC 3339 time (such as 2027-01-31T00:00:00Z)")?;
+        extra.expires_at = Some(std::time::SystemTime::from(ts));
+        extra.expires_text = Some(text.into());
+    }
+    if let Some(m) = map.get("metadata") {
+        let m = m.as_object().ok_or("metadata is not an object")?;
+        for (name, v) in m {
+            let v = v
+                .as_str()
+                .ok_or_else(|| format!("metadata.{name} is not a string"))?;
+            let v = http::HeaderValue::from_str(v)
+                .map_err(|_| format!("metadata.{name} cannot be a header value"))?;
+            extra.metadata.push((name.as_str().into(), v));
+        }
+        extra.metadata.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    let extra = (extra != ClientExtra::default()).then(|| Box::new(extra));
+    Ok((digest, extra))
+}
+
+/// `sha256:<64 lowercase hex>`: the SHA-256 of the key, whose first 128 bits are the
+/// digest every key is held as.
+fn key_hash(text: &str) -> Result<KeyDigest, String> {
+    let Some(hex) = text.strip_prefix("sha256:") else {
+        return Err("keyHash must start with \"sha256:\" (the only algorithm)".into());
+    };
+    if hex.len() != 64 {
+        return Err(format!(
+            "keyHash must be sha256: and 64 hex digits, not {}",
+            hex.len()
+        ));
+    }
+    if !hex
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err("keyHash must be lowercase hex".into());
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| "keyHash is not hex")?;
+    }
+    Ok(out)
+}
+
 impl fmt::Debug for SecretKeys {
     /// Counts only: a truncated digest of a short key can be searched for.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -122,11 +290,6 @@ impl fmt::Debug for SecretKeys {
             self.problems.len()
         )
     }
-}
-
-/// What `http::HeaderValue::from_str` accepts: a client id is forwarded in a header.
-fn is_header_value(s: &str) -> bool {
-    s.bytes().all(|b| (b >= 0x20 && b != 0x7f) || b == b'\t')
 }
 
 /// A secret value. `Debug` prints only its length; there is no `Display` or `Serialize`.
@@ -177,7 +340,7 @@ mod tests {
         let s = Secret::from_k8s(k);
         assert_eq!(
             s.keys.entries,
-            vec![(digest(b"from-string"), Arc::from("a"))]
+            vec![(digest(b"from-string"), Client::plain("a"))]
         );
     }
 
@@ -218,8 +381,8 @@ mod tests {
         assert_eq!(
             keys.entries,
             vec![
-                (digest(b"k-1"), Arc::from("alice")),
-                (digest(b"k-3"), Arc::from("tab\tok"))
+                (digest(b"k-1"), Client::plain("alice")),
+                (digest(b"k-3"), Client::plain("tab\tok"))
             ]
         );
         assert_eq!(
@@ -229,7 +392,112 @@ mod tests {
         assert_eq!(format!("{keys:?}"), "<2 keys, 1 problems>");
         assert_eq!((keys.len(), keys.is_empty()), (2, false));
         assert!(SecretKeys::default().is_empty());
-        assert!(!is_header_value("del\u{7f}"));
-        assert!(is_header_value("caf\u{e9} ok"));
+        let names = SecretKeys::from_entries(
+            [("del\u{7f}", &b"k"[..]), ("caf\u{e9} ok", b"k2")].into_iter(),
+        );
+        assert_eq!(names.entries.len(), 1);
+        assert_eq!(names.entries[0].1.id(), "caf\u{e9} ok");
+    }
+
+    fn one(value: &str) -> Result<(KeyDigest, Client), String> {
+        let t = SecretKeys::from_entries([("alice", value.as_bytes())].into_iter());
+        match (t.entries.first(), t.problems.first()) {
+            (Some(e), None) => Ok(e.clone()),
+            (None, Some(p)) => Err(p.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_entries_of_every_form() {
+        let hash = format!("sha256:{}", hex(&Sha256::digest(b"k-secret")));
+        // A key, or its hash: the same digest.
+        let (d1, plain) = one(r#"{"key": "k-secret"}"#).unwrap();
+        let (d2, hashed) = one(&format!(r#"{{"keyHash": "{hash}"}}"#)).unwrap();
+        assert_eq!(d1, digest(b"k-secret"));
+        assert_eq!(d2, d1);
+        assert_eq!((plain.extra(), hashed.extra()), (None, None));
+        // Expiry and metadata.
+        let (_, c) = one(&format!(
+            r#"{{"keyHash": "{hash}", "expiresAt": "2027-01-31T00:00:00Z", "metadata": {{"tier": "gold", "org": "acme"}}}}"#
+        ))
+        .unwrap();
+        let at = c.expires_at().unwrap();
+        assert!(c.expired(at) && !c.expired(at - std::time::Duration::from_secs(1)));
+        assert_eq!(c.metadata("tier").unwrap(), "gold");
+        assert_eq!(c.metadata("org").unwrap(), "acme");
+        assert_eq!(c.metadata("nope"), None);
+        assert_eq!(c.id(), "alice");
+        assert_eq!(c.id_header(), "alice");
+        let (_, only_meta) = one(r#"{"key": "k", "metadata": {"a": "b"}}"#).unwrap();
+        assert_eq!(only_meta.expires_at(), None);
+        assert!(!only_meta.expired(std::time::SystemTime::now()));
+    }
+
+    #[test]
+    fn malformed_json_entries_name_the_entry_never_the_value() {
+        let cases = [
+            (
+                r#"{"keyHash": "sha256:ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef0123456789"}"#,
+                "lowercase hex",
+            ),
+            (r#"{"keyHash": "sha256:abcdef"}"#, "64 hex digits"),
+            (
+                r#"{"keyHash": "md5:0123456789abcdef0123456789abcdef"}"#,
+                "only algorithm",
+            ),
+            (
+                r#"{"keyHash": "sha256:zz23456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}"#,
+                "lowercase hex",
+            ),
+            (
+                r#"{"key": "k-secret-1", "keyHash": "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}"#,
+                "both key and keyHash",
+            ),
+            (
+                r#"{"expiresAt": "2027-01-31T00:00:00Z"}"#,
+                "neither key nor keyHash",
+            ),
+            (r#"{"key": "k-secret-1""#, "not valid JSON"),
+            (
+                r#"{"key": "k-secret-1", "metadata": {"tier": 3}}"#,
+                "metadata.tier is not a string",
+            ),
+            (
+                r#"{"key": "k-secret-1", "metadata": ["x"]}"#,
+                "metadata is not an object",
+            ),
+            (
+                r#"{"key": "k-secret-1", "expiresAt": "tomorrow"}"#,
+                "RFC 3339",
+            ),
+            (
+                r#"{"key": "k-secret-1", "expiresAt": 1700000000}"#,
+                "expiresAt is not a string",
+            ),
+            (r#"{"key": 17}"#, "key is not a string"),
+            (r#"{"key": ""}"#, "key is empty"),
+            (
+                r#"{"key": "k-secret-1", "kye": "x"}"#,
+                "unknown field \"kye\"",
+            ),
+            (
+                r#"{"key": "k-secret-1", "metadata": {"t": "line\nbreak"}}"#,
+                "cannot be a header value",
+            ),
+        ];
+        for (value, why) in cases {
+            let err = one(value).expect_err(value);
+            assert!(err.starts_with("entry \"alice\": "), "{err}");
+            assert!(err.contains(why), "{value}: {err}");
+            assert!(
+                !err.contains("k-secret-1") && !err.contains("0123456789"),
+                "{err}"
+            );
+        }
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
 }

@@ -7,7 +7,7 @@ use hashbrown::HashTable;
 use http::HeaderName;
 use serde::{Serialize, Serializer};
 
-pub use keyway_model::secret::{digest, KeyDigest, SecretKeys};
+pub use keyway_model::secret::{digest, Client, KeyDigest, SecretKeys};
 
 /// The authentication a route requires.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -83,10 +83,10 @@ impl Credentials {
                 match index.find(hash, |slot| at(slot).0 == *d) {
                     Some(slot) => {
                         let (_, first) = at(slot);
-                        if first != client {
+                        if first.id() != client.id() {
                             conflicts.push(Conflict {
-                                first: (slot.0 as usize, first.clone()),
-                                again: (ti, client.clone()),
+                                first: (slot.0 as usize, Arc::from(first.id())),
+                                again: (ti, Arc::from(client.id())),
                             });
                         }
                     }
@@ -102,7 +102,7 @@ impl Credentials {
     }
 
     /// The client owning the key with digest `d`: one index probe and one table read.
-    pub fn get(&self, d: &KeyDigest) -> Option<&Arc<str>> {
+    pub fn get(&self, d: &KeyDigest) -> Option<&Client> {
         self.index
             .find(bucket(d), |&(t, e)| {
                 self.tables[t as usize].entries[e as usize].0 == *d
@@ -125,7 +125,10 @@ impl FromIterator<(KeyDigest, Arc<str>)> for Credentials {
     /// One table of the given pairs (tests and tools; the compiler composes Secrets' tables).
     fn from_iter<I: IntoIterator<Item = (KeyDigest, Arc<str>)>>(pairs: I) -> Self {
         let table = SecretKeys {
-            entries: pairs.into_iter().collect(),
+            entries: pairs
+                .into_iter()
+                .map(|(d, id)| (d, Client::plain(&id)))
+                .collect(),
             problems: Vec::new(),
         };
         Credentials::compose(vec![Arc::new(table)]).0
@@ -156,6 +159,13 @@ pub struct ApiKeyPolicy {
     /// Header that receives the client id.
     #[serde(serialize_with = "ser_opt_name")]
     pub client_id_header: Option<HeaderName>,
+    /// `metadataHeaders`: metadata name to the header set from it on an allowed request
+    /// (removed when the client has no such metadata).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "ser_metadata_headers"
+    )]
+    pub metadata_headers: Vec<(Box<str>, HeaderName)>,
     /// Digest of each key to its client id. Shown in dumps only as a count.
     #[serde(rename = "keys", serialize_with = "ser_count")]
     pub credentials: Credentials,
@@ -163,13 +173,20 @@ pub struct ApiKeyPolicy {
 
 impl ApiKeyPolicy {
     /// The client owning `key`, if any: one digest and one lookup.
-    pub fn client_for(&self, key: &[u8]) -> Option<&Arc<str>> {
+    pub fn client_for(&self, key: &[u8]) -> Option<&Client> {
         self.credentials.get(&digest(key))
     }
 }
 
 fn ser_names<S: Serializer>(n: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(n.iter().map(|n| n.as_str()))
+}
+
+fn ser_metadata_headers<S: Serializer>(
+    m: &[(Box<str>, HeaderName)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(m.iter().map(|(k, h)| (&**k, h.as_str())))
 }
 
 fn ser_opt_name<S: Serializer>(n: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {
@@ -199,6 +216,7 @@ mod tests {
             cookies: Vec::new(),
             forward_credential: false,
             client_id_header: None,
+            metadata_headers: Vec::new(),
             credentials,
         }
     }
@@ -206,8 +224,8 @@ mod tests {
     #[test]
     fn a_key_finds_its_client_and_nothing_else_does() {
         let p = policy();
-        assert_eq!(p.client_for(b"k-1").map(|c| c.as_ref()), Some("alice"));
-        assert_eq!(p.client_for(b"k-2").map(|c| c.as_ref()), Some("bob"));
+        assert_eq!(p.client_for(b"k-1").map(|c| c.id()), Some("alice"));
+        assert_eq!(p.client_for(b"k-2").map(|c| c.id()), Some("bob"));
         assert_eq!(p.client_for(b"k-3"), None);
         assert_eq!(p.client_for(b"K-1"), None);
         assert_eq!(p.client_for(b""), None);
@@ -231,7 +249,7 @@ mod tests {
         Arc::new(SecretKeys {
             entries: pairs
                 .iter()
-                .map(|(client, key)| (digest(key.as_bytes()), Arc::from(*client)))
+                .map(|(client, key)| (digest(key.as_bytes()), Client::plain(client)))
                 .collect(),
             problems: Vec::new(),
         })
@@ -245,8 +263,8 @@ mod tests {
         // The same client with the same key in two tables is one key, silently.
         assert!(conflicts.is_empty(), "{conflicts:?}");
         assert_eq!((c.len(), c.is_empty()), (3, false));
-        assert_eq!(c.get(&digest(b"k-1b")).map(|c| c.as_ref()), Some("alice"));
-        assert_eq!(c.get(&digest(b"k-2")).map(|c| c.as_ref()), Some("bob"));
+        assert_eq!(c.get(&digest(b"k-1b")).map(|c| c.id()), Some("alice"));
+        assert_eq!(c.get(&digest(b"k-2")).map(|c| c.id()), Some("bob"));
         assert_eq!(c.get(&digest(b"k-3")), None);
         // The index holds the tables themselves, not copies.
         assert!(Arc::ptr_eq(&c.tables[1], &b));
@@ -274,7 +292,7 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(c.get(&digest(b"k-2")).map(|c| c.as_ref()), Some("bob"));
+        assert_eq!(c.get(&digest(b"k-2")).map(|c| c.id()), Some("bob"));
         assert_eq!(c.len(), 2);
     }
 
@@ -286,7 +304,7 @@ mod tests {
                     entries: (0..500)
                         .map(|i| {
                             let key = format!("k-{t}-{i}");
-                            (digest(key.as_bytes()), Arc::from(format!("c-{t}-{i}")))
+                            (digest(key.as_bytes()), Client::plain(&format!("c-{t}-{i}")))
                         })
                         .collect(),
                     problems: Vec::new(),
@@ -298,7 +316,10 @@ mod tests {
         assert_eq!(c.len(), 10_000);
         for (t, i) in [(0, 0), (7, 250), (19, 499)] {
             let found = c.get(&digest(format!("k-{t}-{i}").as_bytes()));
-            assert_eq!(found.map(|c| c.to_string()), Some(format!("c-{t}-{i}")));
+            assert_eq!(
+                found.map(|c| c.id().to_string()),
+                Some(format!("c-{t}-{i}"))
+            );
         }
     }
 

@@ -320,6 +320,7 @@ spec:
   - {name: dup, port: 80, protocol: HTTP, hostname: a.test}
   - {name: ok, port: 80, protocol: HTTP, hostname: b.test}
   - {name: tls, port: 443, protocol: HTTPS, hostname: b.test}
+  - {name: tcp, port: 9000, protocol: TCP}
 "#;
     let h = Harness::start(m).await;
     let report = h.app.state.report();
@@ -348,7 +349,19 @@ spec:
         .iter()
         .find(|s| s.section == "listener tls")
         .unwrap();
-    assert_eq!(tls.conditions[0].reason, "UnsupportedProtocol");
+    // HTTPS without tls.certificateRefs: accepted, but its certificate is missing.
+    let resolved = tls
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "ResolvedRefs")
+        .unwrap();
+    assert_eq!(resolved.reason, "InvalidCertificateRef");
+    let tcp = second
+        .sections
+        .iter()
+        .find(|s| s.section == "listener tcp")
+        .unwrap();
+    assert_eq!(tcp.conditions[0].reason, "UnsupportedProtocol");
     assert!(report.has_problems());
     let text = report.problems().join("\n");
     assert!(

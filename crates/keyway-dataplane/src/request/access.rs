@@ -20,8 +20,8 @@ pub enum Access<'r> {
     Client {
         /// `namespace/name` of the TrafficPolicy that authenticated it.
         policy: &'r Arc<str>,
-        /// The client id.
-        client: &'r Arc<str>,
+        /// The client's credential record.
+        client: &'r keyway_store::auth::Client,
     },
 }
 
@@ -108,6 +108,7 @@ mod tests {
                 cookies: Vec::new(),
                 forward_credential: false,
                 client_id_header: client_id_header.map(HeaderName::from_static),
+                metadata_headers: Vec::new(),
                 credentials,
             }),
         }
@@ -152,7 +153,7 @@ mod tests {
             got,
             Access::Client {
                 policy: &Arc::from("default/p"),
-                client: &Arc::from("alice")
+                client: &keyway_store::auth::Client::plain("alice")
             }
         );
         assert_eq!(p.headers["x-client-id"], "alice");

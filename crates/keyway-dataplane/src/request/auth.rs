@@ -6,11 +6,13 @@
 //! it. The key itself is never logged, counted or copied beyond the digest input.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
+
+use keyway_store::auth::Client;
 use keyway_store::ApiKeyPolicy;
 use percent_encoding::percent_decode_str;
 
@@ -23,6 +25,8 @@ pub enum Denied {
     Unknown,
     /// The chosen source was present twice with different values.
     Ambiguous,
+    /// The key is known but its `expiresAt` has passed.
+    Expired,
 }
 
 impl Denied {
@@ -32,28 +36,34 @@ impl Denied {
             Denied::Missing => "missing_api_key",
             Denied::Unknown => "unknown_api_key",
             Denied::Ambiguous => "ambiguous_api_key",
+            Denied::Expired => "expired_api_key",
         }
     }
 }
 
-/// Checks the request against `policy`; on success returns the client id, having set the
-/// client-id header and removed the key as the policy says.
-pub fn authenticate<'p>(
-    policy: &'p ApiKeyPolicy,
-    parts: &mut Parts,
-) -> Result<&'p Arc<str>, Denied> {
+/// Checks the request against `policy`; on success returns the client's record, having
+/// set the client-id and metadata headers and removed the key as the policy says.
+pub fn authenticate<'p>(policy: &'p ApiKeyPolicy, parts: &mut Parts) -> Result<&'p Client, Denied> {
     let client = {
         let key = find_key(policy, parts)?;
         policy.client_for(&key).ok_or(Denied::Unknown)?
     };
+    // Checked on every request: a key expires at its instant, not at the next reload. The
+    // clock is read only for keys that can expire.
+    if client.expired(SystemTime::now()) {
+        return Err(Denied::Expired);
+    }
     if let Some(h) = &policy.client_id_header {
-        // `insert` replaces every value the client sent under this name; should the id not
-        // be a header value (the compiler admits none such), the client's values still go.
-        match HeaderValue::from_str(client) {
-            Ok(v) => {
-                parts.headers.insert(h.clone(), v);
+        // `insert` replaces every value the client sent under this name.
+        parts.headers.insert(h.clone(), client.id_header().clone());
+    }
+    for (name, h) in &policy.metadata_headers {
+        // Set from the record, or gone: never a value the client sent.
+        match client.metadata(name) {
+            Some(v) => {
+                parts.headers.insert(h.clone(), v.clone());
             }
-            Err(_) => {
+            None => {
                 parts.headers.remove(h);
             }
         }
@@ -230,6 +240,7 @@ mod tests {
     use super::*;
     use http::HeaderName;
     use keyway_store::auth::{digest, Credentials};
+    use std::sync::Arc;
 
     fn policy(headers: &[&str], queries: &[&str], cookies: &[&str], forward: bool) -> ApiKeyPolicy {
         let credentials = Credentials::from_iter([
@@ -246,6 +257,7 @@ mod tests {
             cookies: cookies.iter().map(|s| s.to_string()).collect(),
             forward_credential: forward,
             client_id_header: Some(HeaderName::from_static("x-client-id")),
+            metadata_headers: Vec::new(),
             credentials,
         }
     }
@@ -259,7 +271,7 @@ mod tests {
         let p = policy(&["api-key"], &[], &[], false);
         for v in ["k-123", "Bearer k-123", "bearer k-123", "BEARER  k-123"] {
             let mut r = parts("/", &[("api-key", v), ("x-client-id", "forged")]);
-            assert_eq!(authenticate(&p, &mut r).unwrap().as_ref(), "client1", "{v}");
+            assert_eq!(authenticate(&p, &mut r).unwrap().id(), "client1", "{v}");
             assert_eq!(r.headers["x-client-id"], "client1");
             assert!(r.headers.get("api-key").is_none());
         }
@@ -301,7 +313,7 @@ mod tests {
                 ("cookie", "x=1; auth_token=wrong; y=2"),
             ],
         );
-        assert_eq!(authenticate(&p, &mut r).unwrap().as_ref(), "client1");
+        assert_eq!(authenticate(&p, &mut r).unwrap().id(), "client1");
         assert_eq!(r.uri.to_string(), "/get?a=1&b=%20x");
         assert_eq!(r.headers["cookie"], "x=1; y=2");
         assert!(r.headers.get("x-api-key").is_none());
@@ -311,10 +323,10 @@ mod tests {
     fn percent_encoded_query_key_and_cookie_alone() {
         let p = policy(&[], &["api_key"], &["auth_token"], false);
         let mut r = parts("/x?api_key=k%2B456%2F%3D", &[]);
-        assert_eq!(authenticate(&p, &mut r).unwrap().as_ref(), "client2");
+        assert_eq!(authenticate(&p, &mut r).unwrap().id(), "client2");
         assert_eq!(r.uri.to_string(), "/x");
         let mut c = parts("/", &[("cookie", "auth_token=k-123")]);
-        assert_eq!(authenticate(&p, &mut c).unwrap().as_ref(), "client1");
+        assert_eq!(authenticate(&p, &mut c).unwrap().id(), "client1");
         assert!(c.headers.get("cookie").is_none());
     }
 
@@ -326,7 +338,7 @@ mod tests {
             "cookie",
             http::HeaderValue::from_bytes("auth=k-456; n=\u{e9}".as_bytes()).unwrap(),
         );
-        assert_eq!(authenticate(&p, &mut r).unwrap().as_ref(), "client1");
+        assert_eq!(authenticate(&p, &mut r).unwrap().id(), "client1");
         assert_eq!(r.headers["cookie"].as_bytes(), "n=\u{e9}".as_bytes());
         // The same cookie twice with different values, one in a non-ASCII header: refused.
         let p = policy(&[], &[], &["auth"], false);

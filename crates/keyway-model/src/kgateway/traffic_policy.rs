@@ -113,6 +113,12 @@ pub struct ApiKeyAuth {
     /// Turn off API key auth inherited from a less specific attachment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable: Option<Disable>,
+    /// Keyway extension: metadata name (of the client's Secret entry) to the header set
+    /// from it on an allowed request, replacing any value the client sent; removed when
+    /// the client has no such metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub metadata_headers: Option<std::collections::BTreeMap<String, String>>,
     /// The field was present with a null value: set by the reader, never written.
     #[serde(skip)]
     #[schemars(skip)]
