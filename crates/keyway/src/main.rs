@@ -45,12 +45,34 @@ enum Command {
     /// ServiceAccount, least-privilege RBAC, Deployment, Service, PodDisruptionBudget and
     /// the GatewayClass `keyway`.
     Manifests(ManifestArgs),
+    /// Make a new API key (256 bits from the OS's random source): the key goes to stderr,
+    /// once; a Secret manifest holding it (or only its hash, with --hash) to stdout.
+    Keygen(KeygenArgs),
     /// Run the httpbin-like sample upstream used by the quickstart.
     EchoServer {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8000")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// The client id: the Secret entry's name.
+    #[arg(long)]
+    client: String,
+    /// The Secret's name.
+    #[arg(long, default_value = "api-keys")]
+    secret: String,
+    /// The Secret's namespace.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// Store only the key's SHA-256 (`keyHash`): the Secret never holds the key.
+    #[arg(long)]
+    hash: bool,
+    /// The key stops working this long from now (`expiresAt`), e.g. `90d`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expires_in: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -232,6 +254,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Crds => crds(),
         Command::Manifests(args) => manifests(&args),
+        Command::Keygen(args) => keygen(&args),
         Command::Run(args) => runtime(args.threads).block_on(run(*args)),
         Command::EchoServer { listen } => runtime(None).block_on(async move {
             match keyway::echo::spawn(listen).await {
@@ -307,6 +330,30 @@ fn crds() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn keygen(args: &KeygenArgs) -> ExitCode {
+    match keyway::keygen::generate(&keyway::keygen::KeygenOptions {
+        client: args.client.clone(),
+        secret: args.secret.clone(),
+        namespace: args.namespace.clone(),
+        hash: args.hash,
+        expires_in: args.expires_in,
+    }) {
+        Ok((key, manifest)) => {
+            eprintln!(
+                "API key for client {:?} (shown once; store it now):",
+                args.client
+            );
+            eprintln!("{key}");
+            print!("{manifest}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn manifests(args: &ManifestArgs) -> ExitCode {

@@ -308,11 +308,15 @@ fn help_and_version_everywhere() {
 }
 
 /// Every key used here, and the 8-character windows of each, must not appear anywhere.
-const KEYS: [&str; 4] = [
+const KEYS: [&str; 7] = [
     "N2YwMDIxZTEtNGUzNS1jNzgzLTRkYjAtYjE2YzRkZGVmNjcy",
     "s3cr3t-ZQWXEC-rvtbyn-query",
     "s3cr3t-PLMOKN-ijbuhv-cookie",
     "wr0ng-presented-K3Y-UJMYHN",
+    // A JSON entry's `key`, and a `keyHash` entry's key and hash (SPEC section 10).
+    "erin-json-entry-K3Y-QAZWSX",
+    "frank-hashed-K3Y-77",
+    "e6db6556d5ad87e38e62000573a9e031fc080c6e4ba6c4dfdf4d23f8b1412b7b",
 ];
 
 fn assert_no_key(surface: &str, text: &str) {
@@ -347,7 +351,12 @@ spec:
 apiVersion: v1
 kind: Secret
 metadata: {{name: keys}}
-stringData: {{alice: {}, bob: {}, carol: {}}}
+stringData:
+  alice: {}
+  bob: {}
+  carol: {}
+  erin: '{{"key": "{}", "metadata": {{"tier": "gold"}}}}'
+  frank: '{{"keyHash": "sha256:{}", "expiresAt": "2099-01-01T00:00:00Z"}}'
 ---
 apiVersion: gateway.kgateway.dev/v1alpha1
 kind: TrafficPolicy
@@ -362,6 +371,8 @@ spec:
         KEYS[0],
         KEYS[1],
         KEYS[2],
+        KEYS[4],
+        KEYS[6],
         service("default", "app", &[up])
     );
     let bin = support::Binary::start(&manifests, &[], &[("RUST_LOG", "trace")]);
@@ -373,18 +384,20 @@ spec:
             Req::get("h", "/").header("api-key", &format!("Bearer {}", KEYS[0])),
             Req::get("h", &format!("/q?k={}", KEYS[1])),
             Req::get("h", "/").header("cookie", &format!("c={}; other=1", KEYS[2])),
+            Req::get("h", "/").header("api-key", KEYS[4]),
+            Req::get("h", "/").header("api-key", KEYS[5]),
             Req::get("h", "/").header("api-key", KEYS[3]),
             Req::get("h", &format!("/q?k={}&k={}", KEYS[3], KEYS[1])),
             Req::get("h", "/"),
         ] {
             statuses.push(support::send(gw, req).await.status.as_u16());
         }
-        assert_eq!(statuses, [200, 200, 200, 401, 401, 401]);
+        assert_eq!(statuses, [200, 200, 200, 200, 200, 401, 401, 401]);
         // A reload into a duplicate-key conflict: error paths too.
         let file = bin.dir.path().join("manifests.yaml");
         let dup = std::fs::read_to_string(&file)
             .unwrap()
-            .replace("carol: ", &format!("dave: {}, carol: ", KEYS[0]));
+            .replace("  carol: ", &format!("  dave: {}\n  carol: ", KEYS[0]));
         std::fs::write(&file, dup).unwrap();
         bin.signal("HUP");
         for _ in 0..100 {
