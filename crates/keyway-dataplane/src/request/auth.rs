@@ -414,4 +414,53 @@ mod tests {
         assert_eq!(r.headers["api-key"], "k-123");
         assert_eq!(r.uri.to_string(), "/a?k=k-123&z=1");
     }
+
+    /// A policy over JSON entries: `gold` (metadata tier, org), `old` (expired), `fresh`
+    /// (expires in a year), with `tier` and `org` as metadata headers.
+    fn record_policy() -> ApiKeyPolicy {
+        let table = keyway_store::auth::SecretKeys::from_entries(
+            [
+                ("gold", &br#"{"key": "k-gold", "metadata": {"tier": "gold", "org": "acme"}}"#[..]),
+                ("old", br#"{"key": "k-old", "expiresAt": "2001-01-01T00:00:00Z"}"#),
+                ("fresh", br#"{"key": "k-fresh", "expiresAt": "2999-01-01T00:00:00Z"}"#),
+            ]
+            .into_iter(),
+        );
+        assert!(table.problems.is_empty(), "{:?}", table.problems);
+        let (credentials, _) = Credentials::compose(vec![Arc::new(table)]);
+        ApiKeyPolicy {
+            metadata_headers: vec![
+                (Box::from("tier"), HeaderName::from_static("x-tier")),
+                (Box::from("org"), HeaderName::from_static("x-org")),
+            ],
+            credentials,
+            ..policy(&["api-key"], &[], &[], false)
+        }
+    }
+
+    #[test]
+    fn expired_keys_are_refused_and_others_pass() {
+        let p = record_policy();
+        let mut r = parts("/", &[("api-key", "k-old")]);
+        assert_eq!(authenticate(&p, &mut r), Err(Denied::Expired));
+        assert_eq!(Denied::Expired.as_str(), "expired_api_key");
+        let mut r = parts("/", &[("api-key", "k-fresh")]);
+        assert_eq!(authenticate(&p, &mut r).unwrap().id(), "fresh");
+    }
+
+    #[test]
+    fn metadata_headers_replace_or_remove_what_the_client_sent() {
+        let p = record_policy();
+        let forged = [("api-key", "k-gold"), ("x-tier", "platinum"), ("x-org", "evil")];
+        let mut r = parts("/", &forged);
+        assert_eq!(authenticate(&p, &mut r).unwrap().id(), "gold");
+        assert_eq!(r.headers.get_all("x-tier").iter().collect::<Vec<_>>(), ["gold"]);
+        assert_eq!(r.headers["x-org"], "acme");
+        assert_eq!(r.headers["x-client-id"], "gold");
+        let mut r = parts("/", &[("api-key", "k-fresh"), ("x-tier", "platinum"), ("x-org", "evil")]);
+        assert_eq!(authenticate(&p, &mut r).unwrap().id(), "fresh");
+        assert!(r.headers.get("x-tier").is_none());
+        assert!(r.headers.get("x-org").is_none());
+    }
 }
+
