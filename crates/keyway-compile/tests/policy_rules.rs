@@ -436,3 +436,88 @@ fn a_policy_on_another_controllers_gateway_has_no_ancestor_of_ours() {
     assert!(c.report.get(Kind::GatewayClass, "", "theirs").is_none());
     assert!(c.report.get(Kind::Gateway, "apps", "gw").is_none());
 }
+
+#[test]
+fn metadata_headers_are_validated_and_become_identity_headers() {
+    let with = |m: &str, id: &str| {
+        compiled(&policy(
+            "p",
+            &format!("{ON_GW}\n  apiKeyAuth: {{secretRef: {{name: keys}}, clientIdHeader: x-client, metadataHeaders: {{{m}}}}}{id}"),
+        ))
+    };
+    let c = with("tier: x-tier, org: x-org", "");
+    assert_eq!(auth(&c, 80, "/one"), "apikey:apps/p");
+    let Auth::ApiKey { policy } = &route(&c, 80, "/one").auth else {
+        unreachable!()
+    };
+    let names: Vec<(&str, &str)> = policy
+        .metadata_headers
+        .iter()
+        .map(|(k, h)| (&**k, h.as_str()))
+        .collect();
+    assert_eq!(names, [("org", "x-org"), ("tier", "x-tier")]);
+    // Stripped from every request on the Gateway, like the client id header.
+    let listener = &c.config.ports[&80].listeners[0];
+    let identity: Vec<&str> = listener
+        .identity_headers
+        .iter()
+        .map(|h| h.as_str())
+        .collect();
+    for h in ["x-client", "x-tier", "x-org"] {
+        assert!(identity.contains(&h), "{h} not in {identity:?}");
+    }
+    for (m, why) in [
+        ("tier: host", "cannot carry client metadata"),
+        ("tier: content-length", "cannot carry client metadata"),
+        ("tier: x-client", "already set from the client's record"),
+        (
+            "tier: x-t, org: x-t",
+            "already set from the client's record",
+        ),
+        ("tier: \"bad header\"", "not a valid HTTP header name"),
+    ] {
+        let c = with(m, "");
+        assert_eq!(auth(&c, 80, "/one"), "invalid:apps/p", "{m}");
+        let a = condition(&c, "p", "Accepted");
+        assert!(
+            a.message.contains("spec.apiKeyAuth.metadataHeaders."),
+            "{m}: {}",
+            a.message
+        );
+        assert!(a.message.contains(why), "{m}: {}", a.message);
+    }
+}
+
+#[test]
+fn keys_expiring_within_a_week_are_noted_as_of_the_compile_time() {
+    let text = format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: apps}}\nspec:\n  gatewayClassName: any\n  listeners: [{{name: a, port: 80, protocol: HTTP}}]\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys, namespace: apps}}\nstringData:\n  old: '{{\"key\": \"k-o\", \"expiresAt\": \"2027-01-01T00:00:00Z\"}}'\n  soon: '{{\"key\": \"k-s\", \"expiresAt\": \"2027-01-08T00:00:00Z\"}}'\n  edge: '{{\"key\": \"k-e\", \"expiresAt\": \"2027-01-09T00:00:00Z\"}}'\n  later: '{{\"key\": \"k-l\", \"expiresAt\": \"2027-01-09T00:00:01Z\"}}'\n  never: k-n\n---\n{}",
+        policy("p", &format!("{ON_GW}\n{KEYS}"))
+    );
+    let loaded = keyway_sources::files::load_str("t.yaml", &text).unwrap();
+    let now: std::time::SystemTime = humantime::parse_rfc3339("2027-01-02T00:00:00Z").unwrap();
+    let options = keyway_compile::Options {
+        now: Some(now),
+        ..Default::default()
+    };
+    let c = compile(&loaded.snapshot, &options);
+    let msg = condition(&c, "p", "Accepted").message;
+    assert!(
+        msg.contains("client \"old\" in secret apps/keys: key expired at 2027-01-01T00:00:00Z"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("client \"soon\" in secret apps/keys: key expires at 2027-01-08T00:00:00Z"),
+        "{msg}"
+    );
+    // Exactly seven days ahead is within the week; a second later is not.
+    assert!(msg.contains("client \"edge\""), "{msg}");
+    assert!(
+        !msg.contains("\"later\"") && !msg.contains("\"never\""),
+        "{msg}"
+    );
+    assert!(!msg.contains("k-o") && !msg.contains("k-s"), "{msg}");
+    // Without a time, nothing is said (the compile stays a function of its inputs).
+    let c = compile(&loaded.snapshot, &Default::default());
+    assert!(!condition(&c, "p", "Accepted").message.contains("expire"));
+}

@@ -430,7 +430,10 @@ mod tests {
         assert_eq!(c.id(), "alice");
         assert_eq!(c.id_header(), "alice");
         assert_eq!(format!("{c:?}"), r#"Client("alice")"#);
-        assert_eq!(c.extra().unwrap().expires_text.as_deref(), Some("2027-01-31T00:00:00Z"));
+        assert_eq!(
+            c.extra().unwrap().expires_text.as_deref(),
+            Some("2027-01-31T00:00:00Z")
+        );
         let (_, only_meta) = one(r#"{"key": "k", "metadata": {"a": "b"}}"#).unwrap();
         assert_eq!(only_meta.expires_at(), None);
         assert!(!only_meta.expired(std::time::SystemTime::now()));

@@ -420,9 +420,18 @@ mod tests {
     fn record_policy() -> ApiKeyPolicy {
         let table = keyway_store::auth::SecretKeys::from_entries(
             [
-                ("gold", &br#"{"key": "k-gold", "metadata": {"tier": "gold", "org": "acme"}}"#[..]),
-                ("old", br#"{"key": "k-old", "expiresAt": "2001-01-01T00:00:00Z"}"#),
-                ("fresh", br#"{"key": "k-fresh", "expiresAt": "2999-01-01T00:00:00Z"}"#),
+                (
+                    "gold",
+                    &br#"{"key": "k-gold", "metadata": {"tier": "gold", "org": "acme"}}"#[..],
+                ),
+                (
+                    "old",
+                    br#"{"key": "k-old", "expiresAt": "2001-01-01T00:00:00Z"}"#,
+                ),
+                (
+                    "fresh",
+                    br#"{"key": "k-fresh", "expiresAt": "2999-01-01T00:00:00Z"}"#,
+                ),
             ]
             .into_iter(),
         );
@@ -451,16 +460,29 @@ mod tests {
     #[test]
     fn metadata_headers_replace_or_remove_what_the_client_sent() {
         let p = record_policy();
-        let forged = [("api-key", "k-gold"), ("x-tier", "platinum"), ("x-org", "evil")];
+        let forged = [
+            ("api-key", "k-gold"),
+            ("x-tier", "platinum"),
+            ("x-org", "evil"),
+        ];
         let mut r = parts("/", &forged);
         assert_eq!(authenticate(&p, &mut r).unwrap().id(), "gold");
-        assert_eq!(r.headers.get_all("x-tier").iter().collect::<Vec<_>>(), ["gold"]);
+        assert_eq!(
+            r.headers.get_all("x-tier").iter().collect::<Vec<_>>(),
+            ["gold"]
+        );
         assert_eq!(r.headers["x-org"], "acme");
         assert_eq!(r.headers["x-client-id"], "gold");
-        let mut r = parts("/", &[("api-key", "k-fresh"), ("x-tier", "platinum"), ("x-org", "evil")]);
+        let mut r = parts(
+            "/",
+            &[
+                ("api-key", "k-fresh"),
+                ("x-tier", "platinum"),
+                ("x-org", "evil"),
+            ],
+        );
         assert_eq!(authenticate(&p, &mut r).unwrap().id(), "fresh");
         assert!(r.headers.get("x-tier").is_none());
         assert!(r.headers.get("x-org").is_none());
     }
 }
-
