@@ -665,7 +665,11 @@ fn api_key_auth(
     let mut metadata_headers = Vec::new();
     for (name, h) in ak.metadata_headers.iter().flatten() {
         let at = format!("spec.apiKeyAuth.metadataHeaders.{name}");
-        if !check_len(&at, name, errors) || !check_len(&at, h, errors) {
+        // A name or header of the wrong length is reported (the policy fails closed).
+        let lengths_ok = [name.as_str(), h.as_str()]
+            .into_iter()
+            .all(|v| check_len(&at, v, errors));
+        if !lengths_ok {
             continue;
         }
         match HeaderName::from_bytes(h.as_bytes()) {

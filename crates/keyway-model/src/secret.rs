@@ -463,7 +463,11 @@ mod tests {
                 r#"{"expiresAt": "2027-01-31T00:00:00Z"}"#,
                 "neither key nor keyHash",
             ),
-            (r#"{"key": "k-secret-1""#, "not valid JSON"),
+            (r#"{"key": "k-secret-1""#, "not valid JSON (cut short)"),
+            (
+                r#"{"key" "k-secret-1"}"#,
+                "not valid JSON (at line 1 column",
+            ),
             (
                 r#"{"key": "k-secret-1", "metadata": {"tier": 3}}"#,
                 "metadata.tier is not a string",
