@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-KEYWAY = ROOT / "target" / "release" / "keyway"
+KEYWAY = Path(os.environ.get("KEYWAY_BIN", ROOT / "target" / "release" / "keyway"))
 LOADGEN = ROOT / "target" / "release" / "keyway-loadgen"
 DURATION = int(os.environ.get("BENCH_DURATION", "10"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))

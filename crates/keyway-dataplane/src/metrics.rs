@@ -39,7 +39,7 @@ pub struct AllowedLabels {
     /// `namespace/name` of the TrafficPolicy.
     pub policy: Arc<str>,
     /// Client id (the Secret entry's name), or `_other` beyond the cap on client series.
-    pub client: ClientLabel,
+    pub client: Arc<str>,
 }
 
 /// Labels of `keyway_api_key_denied_total`.
@@ -80,24 +80,10 @@ pub struct Metrics {
     client_series: AtomicUsize,
 }
 
-/// A client id as a label value: the credential record's ready header value, shared (not
-/// copied) into the series' labels.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct ClientLabel(pub http::HeaderValue);
-
-impl prometheus_client::encoding::EncodeLabelValue for ClientLabel {
-    fn encode(
-        &self,
-        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
-    ) -> Result<(), std::fmt::Error> {
-        use std::fmt::Write;
-        encoder.write_str(std::str::from_utf8(self.0.as_bytes()).unwrap_or("_invalid"))
-    }
-}
-
 /// The label of clients counted together beyond the cap on client series.
-pub fn other_client() -> ClientLabel {
-    ClientLabel(http::HeaderValue::from_static("_other"))
+pub fn other_client() -> Arc<str> {
+    static OTHER: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    OTHER.get_or_init(|| Arc::from("_other")).clone()
 }
 
 /// The atomic behind the generation gauge.

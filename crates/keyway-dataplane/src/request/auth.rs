@@ -54,8 +54,16 @@ pub fn authenticate<'p>(policy: &'p ApiKeyPolicy, parts: &mut Parts) -> Result<&
         return Err(Denied::Expired);
     }
     if let Some(h) = &policy.client_id_header {
-        // `insert` replaces every value the client sent under this name.
-        parts.headers.insert(h.clone(), client.id_header().clone());
+        // `insert` replaces every value the client sent under this name; should the id not
+        // be a header value (the reader admits none such), the client's values still go.
+        match HeaderValue::from_str(client.id()) {
+            Ok(v) => {
+                parts.headers.insert(h.clone(), v);
+            }
+            Err(_) => {
+                parts.headers.remove(h);
+            }
+        }
     }
     for (name, h) in &policy.metadata_headers {
         // Set from the record, or gone: never a value the client sent.

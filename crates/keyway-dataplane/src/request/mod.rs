@@ -152,7 +152,7 @@ struct Outcome {
     route: Option<Arc<str>>,
     /// The policy that decided (or failed to build), for the auth metrics.
     policy: Option<Arc<str>>,
-    client: Option<http::HeaderValue>,
+    client: Option<Arc<str>>,
     reason: Option<&'static str>,
     upstream: Option<Arc<str>>,
 }
@@ -275,7 +275,7 @@ impl Gateway {
         outcome.policy = route.auth.policy_name().cloned();
         if let Access::Client { policy, client } = access::check(listener, route, parts)? {
             self.count_allowed(policy, client);
-            outcome.client = Some(client.id_header().clone());
+            outcome.client = Some(client.id_arc().clone());
         }
 
         // 6. Act.
@@ -303,7 +303,7 @@ impl Gateway {
         let family = &self.metrics.api_key_allowed;
         let labels = AllowedLabels {
             policy: policy.clone(),
-            client: crate::metrics::ClientLabel(client.id_header().clone()),
+            client: client.id_arc().clone(),
         };
         if let Some(c) = family.get(&labels) {
             c.inc();
@@ -367,11 +367,7 @@ impl Gateway {
                 duration_ms = start.elapsed().as_secs_f64() * 1000.0,
                 gateway = outcome.gateway.as_deref().unwrap_or("-"),
                 route = outcome.route.as_deref().unwrap_or("-"),
-                client = outcome
-                    .client
-                    .as_ref()
-                    .and_then(|c| std::str::from_utf8(c.as_bytes()).ok())
-                    .unwrap_or("-"),
+                client = outcome.client.as_deref().unwrap_or("-"),
                 reason = outcome.reason.unwrap_or("-"),
                 upstream = outcome.upstream.as_deref().unwrap_or("-"),
                 request_id = request_id.to_str().unwrap_or("-"),
