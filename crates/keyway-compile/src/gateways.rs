@@ -147,7 +147,13 @@ pub(crate) fn compile(ctx: &Context<'_>) -> Gateways {
         let status_idx = out.statuses.len();
         let mut programmed_any = false;
         for l in &gw.value.spec.listeners {
-            let (section, info) = listener(ctx, key, l);
+            let client_certificates = gw
+                .value
+                .spec
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.frontend.is_some());
+            let (section, info) = listener(ctx, key, l, client_certificates);
             let mut section = section;
             let mut info = info;
             if let Some(info) = info.as_mut() {
@@ -243,6 +249,7 @@ fn listener(
     ctx: &Context<'_>,
     gw: &ObjectKey,
     l: &GatewayListeners,
+    client_certificates: bool,
 ) -> (SectionStatus, Option<ListenerInfo>) {
     let mut section = SectionStatus {
         section: format!("listener {}", l.name),
@@ -329,19 +336,25 @@ fn listener(
         }
     }
     let mut programmed = true;
-    let tls = https.then(
-        || match crate::certificates::resolve(ctx, gw, l.tls.as_ref()) {
+    let mut accepted = Condition::ok("Accepted", "Accepted", "");
+    let tls = https.then(|| {
+        if client_certificates {
+            // Serving without the client check the Gateway asks for would be serving open.
+            let message = "spec.tls.frontend (client certificate validation) is not supported by Keyway; HTTPS listeners refuse handshakes rather than serve without it";
+            programmed = false;
+            accepted = Condition::failed("Accepted", "UnsupportedValue", message);
+            return ListenerTls::Refused(Arc::from(message));
+        }
+        match crate::certificates::resolve(ctx, gw, l.tls.as_ref()) {
             Ok(key) => ListenerTls::Ready(key),
             Err((reason, message)) => {
                 programmed = false;
                 resolved = Condition::failed("ResolvedRefs", reason, message.clone());
                 ListenerTls::Refused(Arc::from(message))
             }
-        },
-    );
-    section
-        .conditions
-        .push(Condition::ok("Accepted", "Accepted", ""));
+        }
+    });
+    section.conditions.push(accepted);
     section.conditions.push(resolved);
     section.reference = Some(SectionRef::Listener {
         name: l.name.clone(),

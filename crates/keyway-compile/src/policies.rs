@@ -29,6 +29,9 @@ const WEIGHT_ANNOTATION: &str = "kgateway.dev/policy-weight";
 const MAX_KEY_SOURCES: usize = 16;
 const MAX_TARGET_REFS: usize = 16;
 const MAX_NAME_LEN: usize = 256;
+/// Expiring keys named in a policy's status; the rest are counted (a status must stay small
+/// enough for the API server).
+const MAX_EXPIRY_NOTES: usize = 10;
 /// Keys expiring within this long are reported (`keyway check`, `/status`).
 const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
@@ -419,6 +422,9 @@ fn compile_one(
                     .chain(a.metadata_headers.iter().flat_map(|m| m.values()))
             })
             .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            // A header the policy may not set (refused with a reason) is not stripped from
+            // everyone else's requests either.
+            .filter(|h| !is_reserved_header(h))
             .collect(),
     };
     (entry, points)
@@ -676,6 +682,9 @@ fn api_key_auth(
             Ok(n) if is_reserved_header(&n) => {
                 errors.push(format!("{at}: {h:?} cannot carry client metadata"));
             }
+            Ok(n) if headers.contains(&n) => {
+                errors.push(format!("{at}: {h:?} is also where the key is read from"));
+            }
             Ok(n)
                 if client_id_header.as_ref() == Some(&n)
                     || metadata_headers.iter().any(|(_, m)| *m == n) =>
@@ -831,6 +840,7 @@ fn credentials(
     notes: &mut Vec<String>,
 ) -> Credentials {
     let mut problems = Vec::new();
+    let mut expiring = Vec::new();
     for (skey, secret) in secrets {
         for p in &secret.keys.problems {
             problems.push(format!("secret {skey}: {p}"));
@@ -844,12 +854,12 @@ fn credentials(
                 continue;
             };
             if at <= now {
-                notes.push(format!(
+                expiring.push(format!(
                     "client {:?} in secret {skey}: key expired at {text}",
                     client.id()
                 ));
             } else if at.duration_since(now).unwrap_or_default() <= EXPIRY_WARNING {
-                notes.push(format!(
+                expiring.push(format!(
                     "client {:?} in secret {skey}: key expires at {text}",
                     client.id()
                 ));
@@ -864,6 +874,12 @@ fn credentials(
             c.first.1, secrets[c.first.0].0, c.again.1, secrets[c.again.0].0
         ));
     }
+    if expiring.len() > MAX_EXPIRY_NOTES {
+        let more = expiring.len() - MAX_EXPIRY_NOTES;
+        expiring.truncate(MAX_EXPIRY_NOTES);
+        expiring.push(format!("and {more} more keys expiring within 7 days"));
+    }
+    notes.extend(expiring);
     if !problems.is_empty() {
         errors.push(format!(
             "errors processing API key secrets: {}",

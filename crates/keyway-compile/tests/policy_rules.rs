@@ -475,6 +475,7 @@ fn metadata_headers_are_validated_and_become_identity_headers() {
             "already set from the client's record",
         ),
         ("tier: \"bad header\"", "not a valid HTTP header name"),
+        ("tier: api-key", "also where the key is read from"),
     ] {
         let c = with(m, "");
         assert_eq!(auth(&c, 80, "/one"), "invalid:apps/p", "{m}");
@@ -520,4 +521,38 @@ fn keys_expiring_within_a_week_are_noted_as_of_the_compile_time() {
     // Without a time, nothing is said (the compile stays a function of its inputs).
     let c = compile(&loaded.snapshot, &Default::default());
     assert!(!condition(&c, "p", "Accepted").message.contains("expire"));
+}
+
+#[test]
+fn at_most_ten_expiring_keys_are_named() {
+    let entries: String = (0..11)
+        .map(|i| {
+            format!(
+                "  c{i:02}: '{{\"key\": \"k-{i}\", \"expiresAt\": \"2027-01-03T00:00:00Z\"}}'\n"
+            )
+        })
+        .collect();
+    let mk = |n: usize| {
+        let entries: String = entries.lines().take(n).map(|l| format!("{l}\n")).collect();
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: apps}}\nspec:\n  gatewayClassName: any\n  listeners: [{{name: a, port: 80, protocol: HTTP}}]\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: keys, namespace: apps}}\nstringData:\n{entries}---\n{}",
+            policy("p", &format!("{ON_GW}\n{KEYS}"))
+        )
+    };
+    let now: std::time::SystemTime = humantime::parse_rfc3339("2027-01-02T00:00:00Z").unwrap();
+    let options = keyway_compile::Options {
+        now: Some(now),
+        ..Default::default()
+    };
+    for (n, named, more) in [(10, 10, None), (11, 10, Some("and 1 more keys expiring"))] {
+        let loaded = keyway_sources::files::load_str("t.yaml", &mk(n)).unwrap();
+        let c = compile(&loaded.snapshot, &options);
+        let msg = condition(&c, "p", "Accepted").message;
+        assert_eq!(msg.matches("key expires at").count(), named, "{msg}");
+        assert_eq!(
+            more.is_some_and(|m| msg.contains(m)),
+            more.is_some(),
+            "{msg}"
+        );
+    }
 }

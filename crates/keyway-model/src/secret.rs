@@ -55,12 +55,21 @@ impl Secret {
         for (name, text) in secret.string_data.unwrap_or_default() {
             entries.insert(name, SecretValue(text.into_bytes()));
         }
-        let keys = Arc::new(SecretKeys::from_entries(
-            entries.iter().map(|(n, v)| (n.as_str(), v.expose())),
-        ));
-        if secret.type_.as_deref() != Some(TLS_SECRET_TYPE) {
+        // A certificate Secret holds no API keys: its `tls.crt` is sent to every client in
+        // the handshake, and must never open a route a label selector happens to reach.
+        let keys = if secret.type_.as_deref() == Some(TLS_SECRET_TYPE) {
+            Arc::new(SecretKeys {
+                entries: Vec::new(),
+                problems: vec![
+                    "a kubernetes.io/tls Secret holds a certificate, not API keys".into(),
+                ],
+            })
+        } else {
+            let keys =
+                SecretKeys::from_entries(entries.iter().map(|(n, v)| (n.as_str(), v.expose())));
             entries.clear();
-        }
+            Arc::new(keys)
+        };
         Secret {
             metadata: secret.metadata,
             type_: secret.type_,
@@ -213,12 +222,17 @@ fn structured(value: &[u8]) -> Result<(KeyDigest, Option<Box<ClientExtra>>), Str
     let Some(map) = json.as_object() else {
         return Err("not a JSON object".into());
     };
-    for field in map.keys() {
-        if !matches!(field.as_str(), "key" | "keyHash" | "expiresAt" | "metadata") {
-            return Err(format!(
-                "unknown field {field:?} (key, keyHash, expiresAt and metadata are)"
-            ));
-        }
+    // The field's name is not repeated: an entry written backwards would put its key there.
+    if map
+        .keys()
+        .any(|f| !matches!(f.as_str(), "key" | "keyHash" | "expiresAt" | "metadata"))
+    {
+        return Err(
+            "has an unknown field (key, keyHash, expiresAt and metadata are allowed)".into(),
+        );
+    }
+    if duplicate_fields(value) {
+        return Err("has a field twice".into());
     }
     let digest = match (map.get("key"), map.get("keyHash")) {
         (Some(_), Some(_)) => return Err("has both key and keyHash (one is allowed)".into()),
@@ -255,6 +269,60 @@ fn structured(value: &[u8]) -> Result<(KeyDigest, Option<Box<ClientExtra>>), Str
     }
     let extra = (extra != ClientExtra::default()).then(|| Box::new(extra));
     Ok((digest, extra))
+}
+
+/// Whether a JSON object (or one nested in it) names a field twice: JSON parsers keep the
+/// last, so `{"expiresAt": "2020-…", "expiresAt": "2999-…"}` would quietly never expire.
+fn duplicate_fields(value: &[u8]) -> bool {
+    struct Check;
+    impl<'de> serde::de::Visitor<'de> for Check {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut dup = false;
+            while let Some(k) = map.next_key::<String>()? {
+                dup |= !seen.insert(k);
+                dup |= map.next_value::<Nested>()?.0;
+            }
+            Ok(dup)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            let mut dup = false;
+            while let Some(n) = seq.next_element::<Nested>()? {
+                dup |= n.0;
+            }
+            Ok(dup)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+    }
+    struct Nested(bool);
+    impl<'de> serde::Deserialize<'de> for Nested {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(Check).map(Nested)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(value);
+    serde::Deserializer::deserialize_any(&mut de, Check).unwrap_or(true)
 }
 
 /// `sha256:<64 lowercase hex>`: the SHA-256 of the key, whose first 128 bits are the
@@ -366,7 +434,9 @@ mod tests {
         assert!(Secret::from_k8s(k("Opaque")).entries.is_empty());
         let tls = Secret::from_k8s(k(TLS_SECRET_TYPE));
         assert_eq!(tls.entries["tls.key"].expose(), b"PEM");
-        assert_eq!(tls.keys.len(), 1);
+        // A certificate is never an API key (its tls.crt is public).
+        assert_eq!(tls.keys.len(), 0);
+        assert_eq!(tls.keys.problems.len(), 1);
     }
 
     #[test]
@@ -488,13 +558,19 @@ mod tests {
             ),
             (r#"{"key": 17}"#, "key is not a string"),
             (r#"{"key": ""}"#, "key is empty"),
-            (
-                r#"{"key": "k-secret-1", "kye": "x"}"#,
-                "unknown field \"kye\"",
-            ),
+            (r#"{"key": "k-secret-1", "kye": "x"}"#, "unknown field"),
             (
                 r#"{"key": "k-secret-1", "metadata": {"t": "line\nbreak"}}"#,
                 "cannot be a header value",
+            ),
+            (r#"{"kw_k-secret-1": {"tier": "x"}}"#, "unknown field"),
+            (
+                r#"{"key": "k-secret-1", "expiresAt": "2020-01-01T00:00:00Z", "expiresAt": "2999-01-01T00:00:00Z"}"#,
+                "a field twice",
+            ),
+            (
+                r#"{"key": "k-secret-1", "metadata": {"tier": "a", "tier": "b"}}"#,
+                "a field twice",
             ),
         ];
         for (value, why) in cases {

@@ -70,8 +70,9 @@ pub struct Conflict {
 }
 
 impl Credentials {
-    /// Indexes every entry of `tables`, in order. A key already held by the same client is
-    /// skipped silently; a key held by another client is a [`Conflict`] (the first keeps it).
+    /// Indexes every entry of `tables`, in order. A key already held by an identical record
+    /// is skipped silently; a key held by another client, or by the same client with another
+    /// expiry or metadata, is a [`Conflict`] (the first keeps it).
     pub fn compose(tables: Vec<Arc<SecretKeys>>) -> (Credentials, Vec<Conflict>) {
         let total = tables.iter().map(|t| t.entries.len()).sum();
         let mut index = HashTable::with_capacity(total);
@@ -83,7 +84,10 @@ impl Credentials {
                 match index.find(hash, |slot| at(slot).0 == *d) {
                     Some(slot) => {
                         let (_, first) = at(slot);
-                        if first.id() != client.id() {
+                        // The same key twice is one credential only if it is the same
+                        // record: another client, or the same client with another expiry
+                        // or metadata, is a conflict (the first must not win silently).
+                        if first != client {
                             conflicts.push(Conflict {
                                 first: (slot.0 as usize, Arc::from(first.id())),
                                 again: (ti, Arc::from(client.id())),
@@ -337,5 +341,19 @@ mod tests {
             policy: Arc::new(policy()),
         };
         assert_eq!(key.policy_name().map(|p| p.as_ref()), Some("apps/p"));
+    }
+
+    #[test]
+    fn the_same_client_and_key_with_another_expiry_is_a_conflict() {
+        let entries = |value: &'static [u8]| {
+            Arc::new(SecretKeys::from_entries([("alice", value)].into_iter()))
+        };
+        let plain = entries(b"k-1");
+        let expiring = entries(br#"{"key": "k-1", "expiresAt": "2020-01-01T00:00:00Z"}"#);
+        // Identical records: one credential. Another expiry: a conflict, not a silent winner.
+        let (_, same) = Credentials::compose(vec![plain.clone(), entries(b"k-1")]);
+        assert!(same.is_empty());
+        let (_, conflicts) = Credentials::compose(vec![plain, expiring]);
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
     }
 }

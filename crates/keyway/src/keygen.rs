@@ -49,7 +49,10 @@ pub fn generate(o: &KeygenOptions) -> Result<(String, String), String> {
         entry.insert("key".into(), key.clone().into());
     }
     if let Some(d) = o.expires_in {
-        let at = std::time::SystemTime::now() + d;
+        let at = std::time::SystemTime::now()
+            .checked_add(d)
+            .filter(|t| *t < std::time::UNIX_EPOCH + Duration::from_secs(253_402_300_799))
+            .ok_or("--expires-in is too far away (an RFC 3339 time ends in year 9999)")?;
         let at = humantime::format_rfc3339_seconds(at).to_string();
         entry.insert("expiresAt".into(), at.into());
     }

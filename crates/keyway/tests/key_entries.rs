@@ -160,9 +160,12 @@ async fn a_key_expires_at_its_instant_on_an_open_connection() {
         .duration_since(SystemTime::now())
         .unwrap_or_default();
     tokio::time::sleep(wait + Duration::from_millis(50)).await;
+    conn.ready().await.unwrap();
     let r = conn.send_request(get("k-expiring")).await.unwrap();
     assert_eq!(r.status(), 401, "on the same keep-alive connection");
     r.into_body().collect().await.unwrap();
+    // The connection stays open after the 401: wait until it takes the next request.
+    conn.ready().await.unwrap();
     let r = conn.send_request(get("k-forever")).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(h.app.state.generation(), generation, "no reload was needed");

@@ -867,3 +867,42 @@ async fn conformance_redirect_port_and_scheme_over_https() {
         assert_eq!(seen.location.as_deref(), Some(location), "{path}");
     }
 }
+
+/// A Gateway that asks for client certificates (`spec.tls.frontend`), which Keyway does not
+/// check: its HTTPS listeners refuse handshakes rather than serve without the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_validation_is_refused_not_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = certs::self_signed(dir.path(), "m", KeyForm::EcSec1, &["m.test"]);
+    let up = upstream().await;
+    let manifests = format!(
+        "{}---\n{}",
+        gateway(&[("m", Some("m.test"), "m")], up).replace(
+            "  gatewayClassName: keyway\n",
+            "  gatewayClassName: keyway\n  tls:\n    frontend:\n      default:\n        validation:\n          caCertificateRefs: [{group: \"\", kind: ConfigMap, name: ca}]\n",
+        ),
+        certs::tls_secret("apps", "m", &crt, &key)
+    );
+    let h = Harness::start(&manifests).await;
+    assert!(https(h.addr(PORT), "m.test", &crt, "m.test", &[])
+        .await
+        .is_err());
+    let report = h.app.state.report();
+    let gw = report
+        .get(keyway_model::Kind::Gateway, "apps", "gw")
+        .unwrap();
+    let accepted = gw.sections[0]
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Accepted")
+        .unwrap();
+    assert_eq!(
+        (accepted.status, accepted.reason.as_str()),
+        (false, "UnsupportedValue")
+    );
+    assert!(
+        accepted.message.contains("spec.tls.frontend"),
+        "{}",
+        accepted.message
+    );
+}

@@ -253,6 +253,14 @@ impl Gateway {
 
         // 3. Route. On HTTPS, the listener the TLS server name chose must be the one that
         // serves the `Host`: its certificate is the only one the client has checked.
+        // A connection accepted before its port changed protocol (HTTP to HTTPS or back)
+        // must not reach the other protocol's listeners.
+        if config
+            .port(conn.port)
+            .is_some_and(|p| p.tls != conn.tls.is_some())
+        {
+            return Err(ProxyError::Misdirected);
+        }
         if let Some(tls) = &conn.tls {
             let host = route::request_host(parts);
             if route::misdirected(config, conn.port, tls.server_name.as_deref(), host) {
