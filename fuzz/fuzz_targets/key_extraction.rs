@@ -45,6 +45,7 @@ fn policy(forward: bool) -> ApiKeyPolicy {
         cookies: vec!["session".into(), "auth".into()],
         forward_credential: forward,
         client_id_header: Some(HeaderName::from_static("x-client-id")),
+        metadata_headers: Vec::new(),
         credentials,
     }
 }
@@ -66,7 +67,7 @@ fuzz_target!(|input: Input| {
     let p = policy(input.forward);
     match authenticate(&p, &mut parts) {
         Ok(client) => {
-            assert!(client.starts_with("client"));
+            assert!(client.id().starts_with("client"));
             assert_eq!(parts.headers.get_all("x-client-id").iter().count(), 1);
             if !input.forward {
                 assert_eq!(
