@@ -572,6 +572,14 @@ mod tests {
                 r#"{"key": "k-secret-1", "metadata": {"tier": "a", "tier": "b"}}"#,
                 "a field twice",
             ),
+            (r#"{"key": -1}"#, "key is not a string"),
+            (r#"{"key": 1.5}"#, "key is not a string"),
+            (r#"{"key": true}"#, "key is not a string"),
+            (r#"{"key": null}"#, "key is not a string"),
+            (
+                r#"{"key": "k-secret-1", "metadata": [{"a": "1", "a": "2"}]}"#,
+                "a field twice",
+            ),
         ];
         for (value, why) in cases {
             let err = one(value).expect_err(value);
