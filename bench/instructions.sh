@@ -2,7 +2,16 @@
 # Instructions per proxied request, counted by callgrind: a figure that does not move with
 # machine noise, to judge a change to the request path.
 #
-#   ./bench/instructions.sh [KEYWAY_BINARY ...]
+#   ./bench/instructions.sh [KEYWAY_BINARY | nginx ...]
+#
+# `nginx` counts nginx as the API-key gateway of bench/peers/nginx-apikey.conf (one process,
+# `master_process off`), for the same figure side by side. Environment:
+#   KEYWAY_ENTRY              the Secret entry of the key (default the plain key; a JSON entry
+#                             such as {"keyHash": "sha256:...", "metadata": {...}} works)
+#   KEYWAY_METADATA_HEADERS   `metadataHeaders` for the policy, as YAML flow ({tier: x-tier})
+#   KEYWAY_ACCESS_LOG         `true`: Keyway writes its access log (to a file)
+#   KEYWAY_ARGS               more `keyway run` arguments
+#   NGINX_ACCESS_LOG          `on`: nginx logs as bench/headline.py's logged nginx does
 #
 # Each binary (default: target/release/keyway, built first) serves the benchmark manifests
 # with --threads 1 and no access log, in front of one nginx worker returning a fixed 200.
@@ -22,7 +31,7 @@ command -v valgrind >/dev/null && command -v nginx >/dev/null || {
     exit 1
 }
 run=$(mktemp -d)
-trap 'kill $(cat "$run"/upstream.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$run"' EXIT
+trap 'kill $(cat "$run"/upstream.pid 2>/dev/null) 2>/dev/null || true; [ -n "${KEEP_RUN:-}" ] || rm -rf "$run"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 up=$(port)
 gw=$(port)
@@ -31,7 +40,17 @@ sed -e "s#{RUN}#$run#g" -e "s#{UPSTREAM_PORT}#$up#g" "$root/bench/peers/upstream
 nginx -p "$run" -c "$run/up.conf" >/dev/null 2>&1 &
 mkdir -p "$run/cfg"
 sed -e "s#{PORT}#$gw#g" -e "s#{UPSTREAM_PORT}#$up#g" "$root/bench/peers/keyway.yaml" >"$run/cfg/k.yaml"
-printf -- "---\napiVersion: v1\nkind: Secret\nmetadata: {name: k, labels: {bench: keys}}\nstringData: {client: bench-key-1}\n" >>"$run/cfg/k.yaml"
+if [ -n "${KEYWAY_METADATA_HEADERS:-}" ]; then
+    sed -i "s#secretSelector: {matchLabels: {bench: keys}}#&\n    metadataHeaders: $KEYWAY_METADATA_HEADERS#" "$run/cfg/k.yaml"
+fi
+entry=${KEYWAY_ENTRY:-bench-key-1}
+printf -- "---\napiVersion: v1\nkind: Secret\nmetadata: {name: k, labels: {bench: keys}}\nstringData:\n  client: '%s'\n" "$entry" >>"$run/cfg/k.yaml"
+sed -e "s#{RUN}#$run#g" -e "s#{UPSTREAM_PORT}#$up#g" -e "s#{PORT}#$gw#g" -e "s#{KEY1}#bench-key-1#g" \
+    -e "s#{KEY2}#bench-key-2#g" -e "s#{KEY3}#bench-key-3#g" -e "s#^daemon off;#daemon off;\nmaster_process off;#" \
+    "$root/bench/peers/nginx-apikey.conf" >"$run/gw-nginx.conf"
+if [ "${NGINX_ACCESS_LOG:-off}" = on ]; then
+    sed -i "s#    access_log off;#    access_log $run/access.log combined buffer=64k flush=1s;#" "$run/gw-nginx.conf"
+fi
 cat >"$run/client.py" <<PY
 import http.client, sys, time
 for _ in range(300):
@@ -46,15 +65,22 @@ for _ in range(int(sys.argv[1])):
 PY
 total() {
     local bin=$1 n=$2
-    valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" "$bin" run --config "$run/cfg" \
-        --bind-address 127.0.0.1 --admin-address "127.0.0.1:$admin" --threads 1 --access-log false \
-        >"$run/keyway.log" 2>&1 &
+    if [ "$bin" = nginx ]; then
+        valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" nginx -p "$run" -c "$run/gw-nginx.conf" \
+            >"$run/nginx.log" 2>&1 &
+    else
+        # shellcheck disable=SC2086
+        RUST_LOG=info valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" "$bin" run --config "$run/cfg" \
+            --bind-address 127.0.0.1 --admin-address "127.0.0.1:$admin" --threads 1 --access-log "${KEYWAY_ACCESS_LOG:-false}" \
+            ${KEYWAY_ARGS:-} >"$run/keyway.log" 2>&1 &
+    fi
     local pid=$!
     python3 "$run/client.py" "$n"
-    kill -INT "$pid"
+    kill -"$( [ "$bin" = nginx ] && echo QUIT || echo INT )" "$pid"
     wait "$pid" 2>/dev/null || true
     callgrind_annotate "$run/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}'
 }
+[ -z "${KEEP_RUN:-}" ] || echo "run directory: $run" >&2
 for bin in "$@"; do
     a=$(total "$bin" $n1)
     b=$(total "$bin" $n2)

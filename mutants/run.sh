@@ -6,14 +6,17 @@
 # Needs `cargo install cargo-mutants`. Each mutant is built and tested with the tests of its
 # own crate, which is where the access logic is unit-tested (the request path's phases,
 # the compiler's policy pass); a surviving mutant is a missing test, or an equivalent one
-# listed with its reason in mutants/README.md and excluded in .cargo/mutants.toml. On this
-# 2-core machine a full run takes about an hour; results land in mutants.out/.
+# listed with its reason in mutants/README.md and excluded in .cargo/mutants.toml. Results
+# land in mutants.out/.
+#
+# Two mutants at a time (each in its own copy of the tree, built once from the baseline's
+# build), with the `mutants` profile of Cargo.toml (no debug info: every mutant is a link).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # cargo-mutants builds a copy of the tree elsewhere; the tests' upstream manifests stay here.
 export KEYWAY_SHARED_TESTDATA="${KEYWAY_SHARED_TESTDATA:-$(cd .. && pwd)/shared/testdata}"
 set +e
-cargo mutants --workspace -j 1 "$@"
+cargo mutants --workspace -j "${MUTANTS_JOBS:-2}" --profile mutants "$@"
 status=$?
 set -e
 # Exit 3: no mutant missed, some timed out. Those loop forever (`+=` turned into `-=` on a

@@ -846,24 +846,20 @@ fn credentials(
             problems.push(format!("secret {skey}: {p}"));
         }
         let Some(now) = now else { continue };
-        for (_, client) in &secret.keys.entries {
-            let Some(extra) = client.extra() else {
-                continue;
-            };
-            let (Some(at), Some(text)) = (extra.expires_at, extra.expires_text.as_deref()) else {
-                continue;
-            };
-            if at <= now {
-                expiring.push(format!(
-                    "client {:?} in secret {skey}: key expired at {text}",
-                    client.id()
-                ));
+        for (i, extra) in &secret.keys.extras {
+            let Some(at) = extra.expires_at else { continue };
+            let verb = if at <= now {
+                "expired"
             } else if at.duration_since(now).unwrap_or_default() <= EXPIRY_WARNING {
-                expiring.push(format!(
-                    "client {:?} in secret {skey}: key expires at {text}",
-                    client.id()
-                ));
-            }
+                "expires"
+            } else {
+                continue;
+            };
+            expiring.push(format!(
+                "client {:?} in secret {skey}: key {verb} at {}",
+                secret.keys.client(*i as usize).id(),
+                extra.expires_text().unwrap_or_default()
+            ));
         }
     }
     let tables = secrets.iter().map(|(_, s)| s.keys.clone()).collect();

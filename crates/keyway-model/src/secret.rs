@@ -59,10 +59,10 @@ impl Secret {
         // the handshake, and must never open a route a label selector happens to reach.
         let keys = if secret.type_.as_deref() == Some(TLS_SECRET_TYPE) {
             Arc::new(SecretKeys {
-                entries: Vec::new(),
                 problems: vec![
                     "a kubernetes.io/tls Secret holds a certificate, not API keys".into(),
                 ],
+                ..SecretKeys::default()
             })
         } else {
             let keys =
@@ -80,10 +80,18 @@ impl Secret {
 }
 
 /// One Secret's entries as credentials: what a policy's key table is composed from.
+///
+/// A plain kgateway key costs one digest and one shared client id in `entries`; the few
+/// entries with an expiry or metadata have those in `extras`, a side table looked up by
+/// entry position. Keeping them out of line holds a million plain keys under 128 bytes
+/// each (a pointer per entry for extras that most keys lack measured 131).
 #[derive(Default, PartialEq)]
 pub struct SecretKeys {
-    /// Digest of each usable key and its client's record, in entry-name order.
-    pub entries: Vec<(KeyDigest, Client)>,
+    /// Digest of each usable key and its client id, in entry-name order.
+    pub entries: Vec<(KeyDigest, Arc<str>)>,
+    /// Expiry and metadata of the entries that have either, by position in `entries`,
+    /// ascending.
+    pub extras: Vec<(u32, ClientExtra)>,
     /// Entries that cannot be credentials, each described by its name (never its value).
     pub problems: Vec<String>,
 }
@@ -96,6 +104,7 @@ impl SecretKeys {
     /// travel in a header cannot be a client id. Problems name entries, never values.
     pub fn from_entries<'a>(entries: impl Iterator<Item = (&'a str, &'a [u8])>) -> Self {
         let mut out = SecretKeys::default();
+        let mut shared = Interner::default();
         for (client, value) in entries {
             let value = value.trim_ascii();
             if value.is_empty() {
@@ -108,17 +117,40 @@ impl SecretKeys {
             }
             let id: Arc<str> = Arc::from(client);
             if value.first() == Some(&b'{') {
-                match structured(value) {
-                    Ok((digest, extra)) => out.entries.push((digest, Client { id, extra })),
+                match structured(value, &mut shared) {
+                    Ok((digest, extra)) => {
+                        if let Some(extra) = extra {
+                            out.extras.push((out.entries.len() as u32, extra));
+                        }
+                        out.entries.push((digest, id));
+                    }
                     Err(why) => out.problems.push(format!("entry {client:?}: {why}")),
                 }
                 continue;
             }
-            out.entries
-                .push((digest(value), Client { id, extra: None }));
+            out.entries.push((digest(value), id));
         }
         out.entries.shrink_to_fit();
+        out.extras.shrink_to_fit();
         out
+    }
+
+    /// The record of entry `i` (a position in `entries`).
+    pub fn client(&self, i: usize) -> Client<'_> {
+        let extra = self
+            .extras
+            .binary_search_by_key(&i, |&(e, _)| e as usize)
+            .ok()
+            .map(|j| &self.extras[j].1);
+        Client {
+            id: &self.entries[i].1,
+            extra,
+        }
+    }
+
+    /// Every entry's digest and record, in order.
+    pub fn clients(&self) -> impl Iterator<Item = (&KeyDigest, Client<'_>)> {
+        (0..self.entries.len()).map(|i| (&self.entries[i].0, self.client(i)))
     }
 
     /// Number of usable keys.
@@ -134,50 +166,60 @@ impl SecretKeys {
 
 /// One client's credential record: what a request that presents its key gets.
 ///
-/// Held once per key in its Secret's table: the client id, and, for JSON entries that
-/// have them, the expiry and metadata behind one pointer, so a plain kgateway key costs
-/// one id and one null pointer. (The client-id header value is built per request, as
-/// before: keeping it ready in every record measured 141 bytes per key at a million
-/// plain keys, over the 128-byte budget, against 110 without it.)
-#[derive(Clone, PartialEq, Eq)]
-pub struct Client {
-    id: Arc<str>,
-    extra: Option<Box<ClientExtra>>,
+/// A view into its Secret's table: the client id, and, for JSON entries that have them,
+/// the expiry and metadata. Copying it copies two pointers. (The client-id header value
+/// is built per request: keeping it ready in every record measured 141 bytes per key at
+/// a million plain keys, over the 128-byte budget.)
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Client<'a> {
+    id: &'a Arc<str>,
+    extra: Option<&'a ClientExtra>,
 }
+
+/// Metadata of one client, name to header value, in name order. Shared between the
+/// clients of a Secret that have the same metadata.
+pub type Metadata = Arc<[(Arc<str>, http::HeaderValue)]>;
 
 /// Expiry and metadata of a client from a JSON entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientExtra {
     /// From this instant on the key is refused (`expired_api_key`).
     pub expires_at: Option<std::time::SystemTime>,
-    /// The instant as written, for messages.
-    pub expires_text: Option<Box<str>>,
-    /// `metadata`, name to header value, in name order.
-    pub metadata: Vec<(Box<str>, http::HeaderValue)>,
+    /// `metadata`, if the entry has any.
+    pub metadata: Option<Metadata>,
 }
 
-impl Client {
-    /// A client with a plain key.
-    pub fn plain(id: &str) -> Client {
-        Client {
-            id: Arc::from(id),
-            extra: None,
-        }
+impl ClientExtra {
+    /// The expiry as RFC 3339 in UTC, for messages.
+    pub fn expires_text(&self) -> Option<String> {
+        let at = self.expires_at?;
+        Some(
+            k8s_openapi::jiff::Timestamp::try_from(at)
+                .map(|t| t.to_string())
+                .unwrap_or_else(|_| "a time out of range".into()),
+        )
+    }
+}
+
+impl<'a> Client<'a> {
+    /// A client with a plain key (tests and tools; tables hand out records of their own).
+    pub fn plain(id: &'a Arc<str>) -> Client<'a> {
+        Client { id, extra: None }
     }
 
     /// The client id (the Secret entry's name).
-    pub fn id(&self) -> &str {
-        &self.id
+    pub fn id(&self) -> &'a str {
+        self.id
     }
 
     /// The client id, shared (metrics labels and log lines hold it without a copy).
-    pub fn id_arc(&self) -> &Arc<str> {
-        &self.id
+    pub fn id_arc(&self) -> &'a Arc<str> {
+        self.id
     }
 
     /// When the key stops being accepted, if ever.
     pub fn expires_at(&self) -> Option<std::time::SystemTime> {
-        self.extra.as_ref().and_then(|e| e.expires_at)
+        self.extra.and_then(|e| e.expires_at)
     }
 
     /// Whether the key is expired at `now`.
@@ -186,30 +228,59 @@ impl Client {
     }
 
     /// Expiry and metadata, if the entry had either.
-    pub fn extra(&self) -> Option<&ClientExtra> {
-        self.extra.as_deref()
+    pub fn extra(&self) -> Option<&'a ClientExtra> {
+        self.extra
     }
 
     /// The value of metadata `name`, if the client has it.
-    pub fn metadata(&self, name: &str) -> Option<&http::HeaderValue> {
-        let extra = self.extra.as_ref()?;
-        extra
-            .metadata
-            .binary_search_by(|(k, _)| (**k).cmp(name))
+    pub fn metadata(&self, name: &str) -> Option<&'a http::HeaderValue> {
+        let m = self.extra?.metadata.as_deref()?;
+        m.binary_search_by(|(k, _)| (**k).cmp(name))
             .ok()
-            .map(|i| &extra.metadata[i].1)
+            .map(|i| &m[i].1)
     }
 }
 
-impl fmt::Debug for Client {
+impl fmt::Debug for Client<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Client({:?})", self.id())
     }
 }
 
+/// Metadata names and whole metadata maps seen in one Secret, so that clients sharing a
+/// tier or an organisation share its allocation.
+#[derive(Default)]
+struct Interner {
+    names: std::collections::HashSet<Arc<str>>,
+    maps: std::collections::HashSet<Metadata>,
+}
+
+impl Interner {
+    fn name(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.names.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.names.insert(n.clone());
+        n
+    }
+
+    fn map(&mut self, pairs: Vec<(Arc<str>, http::HeaderValue)>) -> Metadata {
+        if let Some(m) = self.maps.get(&pairs[..]) {
+            return m.clone();
+        }
+        let m: Metadata = pairs.into();
+        self.maps.insert(m.clone());
+        m
+    }
+}
+
 /// A JSON entry: its key's digest and the client's extras. Errors describe the entry's
 /// shape (field names, types, formats), never a value of it.
-fn structured(value: &[u8]) -> Result<(KeyDigest, Option<Box<ClientExtra>>), String> {
+fn structured(
+    value: &[u8],
+    shared: &mut Interner,
+) -> Result<(KeyDigest, Option<ClientExtra>), String> {
     let json: serde_json::Value =
         serde_json::from_slice(value).map_err(|e| match e.classify() {
             serde_json::error::Category::Eof => "not valid JSON (cut short)".to_string(),
@@ -253,21 +324,24 @@ fn structured(value: &[u8]) -> Result<(KeyDigest, Option<Box<ClientExtra>>), Str
             .parse()
             .map_err(|_| "expiresAt is not an RFC 3339 time (such as 2027-01-31T00:00:00Z)")?;
         extra.expires_at = Some(std::time::SystemTime::from(ts));
-        extra.expires_text = Some(text.into());
     }
     if let Some(m) = map.get("metadata") {
         let m = m.as_object().ok_or("metadata is not an object")?;
+        let mut pairs = Vec::with_capacity(m.len());
         for (name, v) in m {
             let v = v
                 .as_str()
                 .ok_or_else(|| format!("metadata.{name} is not a string"))?;
             let v = http::HeaderValue::from_str(v)
                 .map_err(|_| format!("metadata.{name} cannot be a header value"))?;
-            extra.metadata.push((name.as_str().into(), v));
+            pairs.push((shared.name(name), v));
         }
-        extra.metadata.sort_by(|a, b| a.0.cmp(&b.0));
+        if !pairs.is_empty() {
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            extra.metadata = Some(shared.map(pairs));
+        }
     }
-    let extra = (extra != ClientExtra::default()).then(|| Box::new(extra));
+    let extra = (extra != ClientExtra::default()).then_some(extra);
     Ok((digest, extra))
 }
 
@@ -410,7 +484,7 @@ mod tests {
         let s = Secret::from_k8s(k);
         assert_eq!(
             s.keys.entries,
-            vec![(digest(b"from-string"), Client::plain("a"))]
+            vec![(digest(b"from-string"), Arc::from("a"))]
         );
     }
 
@@ -453,8 +527,8 @@ mod tests {
         assert_eq!(
             keys.entries,
             vec![
-                (digest(b"k-1"), Client::plain("alice")),
-                (digest(b"k-3"), Client::plain("tab\tok"))
+                (digest(b"k-1"), Arc::from("alice")),
+                (digest(b"k-3"), Arc::from("tab\tok"))
             ]
         );
         assert_eq!(
@@ -468,14 +542,15 @@ mod tests {
             [("del\u{7f}", &b"k"[..]), ("caf\u{e9} ok", b"k2")].into_iter(),
         );
         assert_eq!(names.entries.len(), 1);
-        assert_eq!(names.entries[0].1.id(), "caf\u{e9} ok");
+        assert_eq!(names.client(0).id(), "caf\u{e9} ok");
     }
 
-    fn one(value: &str) -> Result<(KeyDigest, Client), String> {
+    /// The table of one entry named `alice`, or its problem.
+    fn one(value: &str) -> Result<SecretKeys, String> {
         let t = SecretKeys::from_entries([("alice", value.as_bytes())].into_iter());
-        match (t.entries.first(), t.problems.first()) {
-            (Some(e), None) => Ok(e.clone()),
-            (None, Some(p)) => Err(p.clone()),
+        match (t.entries.len(), t.problems.first()) {
+            (1, None) => Ok(t),
+            (0, Some(p)) => Err(p.clone()),
             other => panic!("{other:?}"),
         }
     }
@@ -484,16 +559,21 @@ mod tests {
     fn json_entries_of_every_form() {
         let hash = format!("sha256:{}", hex(&Sha256::digest(b"k-secret")));
         // A key, or its hash: the same digest.
-        let (d1, plain) = one(r#"{"key": "k-secret"}"#).unwrap();
-        let (d2, hashed) = one(&format!(r#"{{"keyHash": "{hash}"}}"#)).unwrap();
-        assert_eq!(d1, digest(b"k-secret"));
-        assert_eq!(d2, d1);
-        assert_eq!((plain.extra(), hashed.extra()), (None, None));
+        let plain = one(r#"{"key": "k-secret"}"#).unwrap();
+        let hashed = one(&format!(r#"{{"keyHash": "{hash}"}}"#)).unwrap();
+        assert_eq!(plain.entries[0].0, digest(b"k-secret"));
+        assert_eq!(hashed.entries[0].0, plain.entries[0].0);
+        assert_eq!(
+            (plain.client(0).extra(), hashed.client(0).extra()),
+            (None, None)
+        );
+        assert!(plain.extras.is_empty() && hashed.extras.is_empty());
         // Expiry and metadata.
-        let (_, c) = one(&format!(
+        let t = one(&format!(
             r#"{{"keyHash": "{hash}", "expiresAt": "2027-01-31T00:00:00Z", "metadata": {{"tier": "gold", "org": "acme"}}}}"#
         ))
         .unwrap();
+        let c = t.client(0);
         let at = c.expires_at().unwrap();
         assert!(c.expired(at) && !c.expired(at - std::time::Duration::from_secs(1)));
         assert_eq!(c.metadata("tier").unwrap(), "gold");
@@ -503,10 +583,11 @@ mod tests {
         assert_eq!(&**c.id_arc(), "alice");
         assert_eq!(format!("{c:?}"), r#"Client("alice")"#);
         assert_eq!(
-            c.extra().unwrap().expires_text.as_deref(),
+            c.extra().unwrap().expires_text().as_deref(),
             Some("2027-01-31T00:00:00Z")
         );
-        let (_, only_meta) = one(r#"{"key": "k", "metadata": {"a": "b"}}"#).unwrap();
+        let t = one(r#"{"key": "k", "metadata": {"a": "b"}}"#).unwrap();
+        let only_meta = t.client(0);
         assert_eq!(only_meta.expires_at(), None);
         assert!(!only_meta.expired(std::time::SystemTime::now()));
     }
@@ -590,6 +671,78 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn extras_belong_to_their_own_entries_and_metadata_is_shared() {
+        let meta = |org: &str| {
+            format!(r#"{{"key": "k-{org}", "metadata": {{"tier": "gold", "org": "{org}"}}}}"#)
+        };
+        let (a, b, c) = (meta("acme"), meta("acme"), meta("initech"));
+        let t = SecretKeys::from_entries(
+            [
+                ("a-plain", &b"k-0"[..]),
+                ("b-meta", a.as_bytes()),
+                ("c-plain", b"k-1"),
+                ("d-meta", b.as_bytes()),
+                (
+                    "e-expiring",
+                    br#"{"key": "k-2", "expiresAt": "2030-01-01T00:00:00.5+01:00"}"#,
+                ),
+                ("f-meta", c.as_bytes()),
+                ("g-plain", b"k-3"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(t.len(), 7);
+        let ids: Vec<_> = t.clients().map(|(_, c)| c.id()).collect();
+        assert_eq!(
+            ids,
+            [
+                "a-plain",
+                "b-meta",
+                "c-plain",
+                "d-meta",
+                "e-expiring",
+                "f-meta",
+                "g-plain"
+            ]
+        );
+        let with_extra: Vec<_> = t
+            .clients()
+            .filter(|(_, c)| c.extra().is_some())
+            .map(|(d, c)| (*d, c.id()))
+            .collect();
+        assert_eq!(
+            with_extra,
+            [
+                (digest(b"k-acme"), "b-meta"),
+                (digest(b"k-acme"), "d-meta"),
+                (digest(b"k-2"), "e-expiring"),
+                (digest(b"k-initech"), "f-meta")
+            ]
+        );
+        let (b, d, f) = (t.client(1), t.client(3), t.client(5));
+        // Equal maps are one allocation; so are equal names across maps.
+        let (mb, md, mf) = (
+            b.extra().unwrap().metadata.as_ref().unwrap(),
+            d.extra().unwrap().metadata.as_ref().unwrap(),
+            f.extra().unwrap().metadata.as_ref().unwrap(),
+        );
+        assert!(Arc::ptr_eq(mb, md) && !Arc::ptr_eq(mb, mf));
+        assert!(Arc::ptr_eq(&mb[1].0, &mf[1].0), "{mb:?} {mf:?}");
+        assert_eq!(f.metadata("org").unwrap(), "initech");
+        assert_eq!(f.metadata("tier").unwrap(), "gold");
+        assert_eq!(
+            t.client(4).extra().unwrap().expires_text().as_deref(),
+            Some("2029-12-31T23:00:00.5Z")
+        );
+        assert_eq!(t.client(4).extra().unwrap().metadata, None);
+        assert_eq!(t.client(6).extra(), None);
+        assert_eq!(b.extra(), d.extra());
+        assert_ne!(b.extra(), f.extra());
+        assert_ne!(b, d, "another client");
+        assert_ne!(t.client(0), t.client(2));
     }
 
     fn hex(bytes: &[u8]) -> String {

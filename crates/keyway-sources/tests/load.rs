@@ -112,17 +112,11 @@ fn objects_without_namespace_land_in_default_and_secret_values_merge() {
     assert_eq!(key.to_string(), "default/k");
     assert_eq!(
         secret.value.keys.entries[0],
-        (
-            keyway_model::digest(b"aaa"),
-            keyway_model::Client::plain("a")
-        )
+        (keyway_model::digest(b"aaa"), std::sync::Arc::from("a"))
     );
     assert_eq!(
         secret.value.keys.entries[1],
-        (
-            keyway_model::digest(b"bbb"),
-            keyway_model::Client::plain("b")
-        )
+        (keyway_model::digest(b"bbb"), std::sync::Arc::from("b"))
     );
 }
 

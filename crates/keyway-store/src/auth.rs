@@ -7,7 +7,7 @@ use hashbrown::HashTable;
 use http::HeaderName;
 use serde::{Serialize, Serializer};
 
-pub use keyway_model::secret::{digest, Client, KeyDigest, SecretKeys};
+pub use keyway_model::secret::{digest, Client, ClientExtra, KeyDigest, Metadata, SecretKeys};
 
 /// The authentication a route requires.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -77,13 +77,13 @@ impl Credentials {
         let total = tables.iter().map(|t| t.entries.len()).sum();
         let mut index = HashTable::with_capacity(total);
         let mut conflicts = Vec::new();
-        let at = |&(t, e): &(u32, u32)| &tables[t as usize].entries[e as usize];
+        let at = |&(t, e): &(u32, u32)| &tables[t as usize].entries[e as usize].0;
         for (ti, table) in tables.iter().enumerate() {
-            for (ei, (d, client)) in table.entries.iter().enumerate() {
+            for (ei, (d, client)) in table.clients().enumerate() {
                 let hash = bucket(d);
-                match index.find(hash, |slot| at(slot).0 == *d) {
+                match index.find(hash, |slot| at(slot) == d) {
                     Some(slot) => {
-                        let (_, first) = at(slot);
+                        let first = tables[slot.0 as usize].client(slot.1 as usize);
                         // The same key twice is one credential only if it is the same
                         // record: another client, or the same client with another expiry
                         // or metadata, is a conflict (the first must not win silently).
@@ -95,9 +95,7 @@ impl Credentials {
                         }
                     }
                     None => {
-                        index.insert_unique(hash, (ti as u32, ei as u32), |slot| {
-                            bucket(&at(slot).0)
-                        });
+                        index.insert_unique(hash, (ti as u32, ei as u32), |slot| bucket(at(slot)));
                     }
                 }
             }
@@ -106,12 +104,12 @@ impl Credentials {
     }
 
     /// The client owning the key with digest `d`: one index probe and one table read.
-    pub fn get(&self, d: &KeyDigest) -> Option<&Client> {
+    pub fn get(&self, d: &KeyDigest) -> Option<Client<'_>> {
         self.index
             .find(bucket(d), |&(t, e)| {
                 self.tables[t as usize].entries[e as usize].0 == *d
             })
-            .map(|&(t, e)| &self.tables[t as usize].entries[e as usize].1)
+            .map(|&(t, e)| self.tables[t as usize].client(e as usize))
     }
 
     /// Number of keys accepted.
@@ -129,11 +127,8 @@ impl FromIterator<(KeyDigest, Arc<str>)> for Credentials {
     /// One table of the given pairs (tests and tools; the compiler composes Secrets' tables).
     fn from_iter<I: IntoIterator<Item = (KeyDigest, Arc<str>)>>(pairs: I) -> Self {
         let table = SecretKeys {
-            entries: pairs
-                .into_iter()
-                .map(|(d, id)| (d, Client::plain(&id)))
-                .collect(),
-            problems: Vec::new(),
+            entries: pairs.into_iter().collect(),
+            ..SecretKeys::default()
         };
         Credentials::compose(vec![Arc::new(table)]).0
     }
@@ -177,7 +172,7 @@ pub struct ApiKeyPolicy {
 
 impl ApiKeyPolicy {
     /// The client owning `key`, if any: one digest and one lookup.
-    pub fn client_for(&self, key: &[u8]) -> Option<&Client> {
+    pub fn client_for(&self, key: &[u8]) -> Option<Client<'_>> {
         self.credentials.get(&digest(key))
     }
 }
@@ -253,9 +248,9 @@ mod tests {
         Arc::new(SecretKeys {
             entries: pairs
                 .iter()
-                .map(|(client, key)| (digest(key.as_bytes()), Client::plain(client)))
+                .map(|(client, key)| (digest(key.as_bytes()), Arc::from(*client)))
                 .collect(),
-            problems: Vec::new(),
+            ..SecretKeys::default()
         })
     }
 
@@ -308,10 +303,10 @@ mod tests {
                     entries: (0..500)
                         .map(|i| {
                             let key = format!("k-{t}-{i}");
-                            (digest(key.as_bytes()), Client::plain(&format!("c-{t}-{i}")))
+                            (digest(key.as_bytes()), Arc::from(format!("c-{t}-{i}")))
                         })
                         .collect(),
-                    problems: Vec::new(),
+                    ..SecretKeys::default()
                 })
             })
             .collect();

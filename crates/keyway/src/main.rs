@@ -255,7 +255,7 @@ fn main() -> ExitCode {
         Command::Crds => crds(),
         Command::Manifests(args) => manifests(&args),
         Command::Keygen(args) => keygen(&args),
-        Command::Run(args) => runtime(args.threads).block_on(run(*args)),
+        Command::Run(args) => runtime(args.threads).block_on(run(*args, cli.log_format)),
         Command::EchoServer { listen } => runtime(None).block_on(async move {
             match keyway::echo::spawn(listen).await {
                 Ok(addr) => {
@@ -407,7 +407,15 @@ fn parse_service(s: &str) -> Result<keyway_model::ObjectKey, String> {
     }
 }
 
-async fn run(args: RunArgs) -> ExitCode {
+async fn run(args: RunArgs, log_format: LogFormat) -> ExitCode {
+    // Dropped last (declared first): every line of the requests served gets written.
+    let (access_log, _access_guard) = match args.access_log {
+        true => {
+            let (log, guard) = logging::access_log(log_format);
+            (Some(log), Some(guard))
+        }
+        false => (None, None),
+    };
     let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -449,7 +457,7 @@ async fn run(args: RunArgs) -> ExitCode {
             connect_timeout: args.connect_timeout,
             body_idle_timeout: args.body_idle_timeout,
             upstream_idle_timeout: args.upstream_idle_timeout,
-            access_log: args.access_log,
+            access_log,
             max_headers: args.max_headers,
             escaped_slashes: match args.escaped_slashes {
                 SlashAction::Reject => EscapedSlashes::Reject,

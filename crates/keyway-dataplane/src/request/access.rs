@@ -21,7 +21,7 @@ pub enum Access<'r> {
         /// `namespace/name` of the TrafficPolicy that authenticated it.
         policy: &'r Arc<str>,
         /// The client's credential record.
-        client: &'r keyway_store::auth::Client,
+        client: keyway_store::auth::Client<'r>,
     },
 }
 
@@ -153,7 +153,7 @@ mod tests {
             got,
             Access::Client {
                 policy: &Arc::from("default/p"),
-                client: &keyway_store::auth::Client::plain("alice")
+                client: keyway_store::auth::Client::plain(&Arc::from("alice"))
             }
         );
         assert_eq!(p.headers["x-client-id"], "alice");

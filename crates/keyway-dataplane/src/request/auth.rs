@@ -43,7 +43,7 @@ impl Denied {
 
 /// Checks the request against `policy`; on success returns the client's record, having
 /// set the client-id and metadata headers and removed the key as the policy says.
-pub fn authenticate<'p>(policy: &'p ApiKeyPolicy, parts: &mut Parts) -> Result<&'p Client, Denied> {
+pub fn authenticate<'p>(policy: &'p ApiKeyPolicy, parts: &mut Parts) -> Result<Client<'p>, Denied> {
     let client = {
         let key = find_key(policy, parts)?;
         policy.client_for(&key).ok_or(Denied::Unknown)?

@@ -30,6 +30,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use keyway_store::{Action, Config};
 
+use crate::access_log;
 use crate::body::Body;
 use crate::headers::{self, X_REQUEST_ID};
 use crate::metrics::{AllowedLabels, DeniedLabels, Metrics, RequestLabels};
@@ -54,8 +55,8 @@ pub struct Settings {
     pub upstream_idle_timeout: Duration,
     /// How long an endpoint that refused a connection is skipped.
     pub eject_for: Duration,
-    /// Write one access-log line per request (target `keyway::access`).
-    pub access_log: bool,
+    /// Where each request's access-log line goes (target `keyway::access`), if anywhere.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// Most header fields a request may carry, HTTP/1.1 and HTTP/2 alike (more: 431).
     pub max_headers: usize,
     /// What to do with encoded slashes and backslashes in paths.
@@ -72,7 +73,7 @@ impl Default for Settings {
             body_idle_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(90),
             eject_for: Duration::from_secs(5),
-            access_log: true,
+            access_log: None,
             max_headers: 100,
             escaped_slashes: EscapedSlashes::Reject,
             metrics_max_clients: 1000,
@@ -307,7 +308,7 @@ impl Gateway {
     /// Counts an allowed request under its client, or under `_other` once
     /// `metrics_max_clients` clients have a series (a million clients must not mean a
     /// million series).
-    fn count_allowed(&self, policy: &Arc<str>, client: &keyway_store::auth::Client) {
+    fn count_allowed(&self, policy: &Arc<str>, client: keyway_store::auth::Client<'_>) {
         let family = &self.metrics.api_key_allowed;
         let labels = AllowedLabels {
             policy: policy.clone(),
@@ -366,21 +367,23 @@ impl Gateway {
                 code: status.as_u16(),
             })
             .inc();
-        if self.settings.access_log {
-            tracing::info!(
-                target: "keyway::access",
-                method = %parts.method,
-                path = %parts.uri.path(),
-                status = status.as_u16(),
-                duration_ms = start.elapsed().as_secs_f64() * 1000.0,
-                gateway = outcome.gateway.as_deref().unwrap_or("-"),
-                route = outcome.route.as_deref().unwrap_or("-"),
-                client = outcome.client.as_deref().unwrap_or("-"),
-                reason = outcome.reason.unwrap_or("-"),
-                upstream = outcome.upstream.as_deref().unwrap_or("-"),
-                request_id = request_id.to_str().unwrap_or("-"),
-                peer = %conn.peer,
-            );
+        if let Some(log) = &self.settings.access_log {
+            // `RUST_LOG` decides, as for every other line (a cached check per call site).
+            if tracing::enabled!(target: "keyway::access", tracing::Level::INFO) {
+                log.log(&access_log::Line {
+                    method: parts.method.as_str(),
+                    path: parts.uri.path(),
+                    status: status.as_u16(),
+                    duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+                    gateway: outcome.gateway.as_deref().unwrap_or("-"),
+                    route: outcome.route.as_deref().unwrap_or("-"),
+                    client: outcome.client.as_deref().unwrap_or("-"),
+                    reason: outcome.reason.unwrap_or("-"),
+                    upstream: outcome.upstream.as_deref().unwrap_or("-"),
+                    request_id: request_id.to_str().unwrap_or("-"),
+                    peer: conn.peer,
+                });
+            }
         }
     }
 }
