@@ -51,7 +51,7 @@ def main():
             (RUN / f"{name}.conf").write_text(conf)
             return bench.start(name, ["nginx", "-c", str(RUN / f"{name}.conf"), "-p", str(RUN)], BOTH, port)
         d = RUN / name
-        d.mkdir()
+        d.mkdir(exist_ok=True)
         (d / "gateway.yaml").write_text(bench.render("keyway.yaml", PORT=port))
         (d / "keys.yaml").write_text(keys)
         cmd = [str(bench.KEYWAY), "run", "--config", str(d), "--bind-address", "127.0.0.1",
