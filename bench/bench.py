@@ -130,6 +130,11 @@ def status_kb(pid, field):
     return total
 
 
+def medians(rows):
+    """Per target, the median of each figure over its rounds ({name: [row, ...]})."""
+    return {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rows.items()}
+
+
 def to_ms(v):
     m = re.match(r"([\d.]+)(us|ms|s)", v)
     x = float(m.group(1))
@@ -256,7 +261,7 @@ def peers():
                 f"{row['cpu_us_per_req']:.1f} us CPU/req, fixed p99 {row['fixed_p99_ms']:.2f} ms")
     for p in running.values():
         stop(p)
-    med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rows.items()}
+    med = medians(rows)
     return {"rounds": rows, "median": med}
 
 

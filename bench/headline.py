@@ -17,7 +17,6 @@ bench/results/headline-<stamp>.json.
 """
 
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -92,7 +91,7 @@ def main():
     logged_lines = sum(1 for line in (RUN / "keyway-log.log").open() if "keyway::access" in line)
     for p in bench.procs:
         bench.stop(p)
-    med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rows.items()}
+    med = bench.medians(rows)
     summary = {
         "median": med,
         "ratios": {

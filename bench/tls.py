@@ -14,7 +14,6 @@ to bench/results/tls-<stamp>.json.
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -142,7 +141,7 @@ def main():
                       f"handshakes {hps:.0f}/s ({handshake_cpu:.0f} us CPU each)")
     for p in bench.procs:
         bench.stop(p)
-    med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in rows.items()}
+    med = bench.medians(rows)
     summary = {
         "median": med,
         "ratios": {
