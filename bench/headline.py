@@ -11,7 +11,8 @@ load generators on CPU 1; 127.0.0.1 only; a valid key on every request. Four tar
 
 Each round measures every target in turn (order alternating): wrk saturation (req/s, and the
 proxy's CPU per request from /proc), then the fixed-rate latency from keyway-loadgen (open
-loop, BENCH_RATE req/s). BENCH_ROUNDS rounds (default 5), medians. Needs
+loop, BENCH_RATE req/s). BENCH_ROUNDS rounds (default 5), medians. KEYWAY_BASELINE=<binary> adds a fifth target, that
+binary without access log, to judge a change against the build before it in the same run. Needs
 `cargo build --release -p keyway -p keyway-loadgen`; prints a JSON summary and writes it to
 bench/results/headline-<stamp>.json.
 """
@@ -42,19 +43,20 @@ def main():
                 bench.UPSTREAM_PORT)
     kw_dir = RUN / "keyway"
     kw_dir.mkdir()
-    ports = {"nginx": 18081, "nginx-log": 18085, "keyway": 18084, "keyway-log": 18086}
+    ports = {"nginx": 18081, "nginx-log": 18085, "keyway": 18084, "keyway-log": 18086, "keyway-baseline": 18087}
+    baseline = bench.os.environ.get("KEYWAY_BASELINE")
     for name in ("nginx", "nginx-log"):
         (RUN / f"{name}.conf").write_text(nginx_conf(ports[name], name.endswith("log")))
     (kw_dir / "keys.yaml").write_text(
         "apiVersion: v1\nkind: Secret\nmetadata: {name: keys, labels: {bench: keys}}\nstringData:\n"
         + "".join(f"  client{i}: {k}\n" for i, k in enumerate(bench.KEYS, 1)))
 
-    def keyway(name, logged):
+    def keyway(name, logged, binary=bench.KEYWAY):
         d = RUN / name
         d.mkdir(exist_ok=True)
         (d / "gateway.yaml").write_text(bench.render("keyway.yaml", PORT=ports[name]))
         (d / "keys.yaml").write_text((kw_dir / "keys.yaml").read_text())
-        cmd = [str(bench.KEYWAY), "run", "--config", str(d), "--bind-address", "127.0.0.1",
+        cmd = [str(binary), "run", "--config", str(d), "--bind-address", "127.0.0.1",
                "--admin-address", f"127.0.0.1:{19100 + ports[name] - 18080}", "--threads", "1",
                "--access-log", "true" if logged else "false"]
         env = dict(bench.os.environ, RUST_LOG="info" if logged else "warn")
@@ -68,6 +70,8 @@ def main():
         "keyway": lambda: keyway("keyway", False),
         "keyway-log": lambda: keyway("keyway-log", True),
     }
+    if baseline:
+        targets["keyway-baseline"] = lambda: keyway("keyway-baseline", False, baseline)
     running = {name: f() for name, f in targets.items()}
     for name in running:
         bench.wait_port(ports[name])
@@ -103,10 +107,15 @@ def main():
             "fixed_p99_keyway_vs_nginx": med["keyway"]["fixed_p99_ms"] / med["nginx"]["fixed_p99_ms"],
         },
         "keyway_access_lines_written": logged_lines,
+        "baseline": baseline,
         "rounds": rows,
         "settings": {"duration_s": bench.DURATION, "rounds": ROUNDS, "rate": bench.RATE, "connections": bench.CONNS},
         "versions": bench.versions(),
     }
+    if baseline:
+        summary["ratios"]["rps_keyway_vs_baseline"] = med["keyway"]["rps"] / med["keyway-baseline"]["rps"]
+        summary["ratios"]["cpu_keyway_vs_baseline"] = (med["keyway"]["cpu_us_per_req"]
+                                                       / med["keyway-baseline"]["cpu_us_per_req"])
     out = bench.BENCH / "results" / f"headline-{time.strftime('%Y-%m-%d-%H%M%S')}.json"
     out.write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: summary[k] for k in ("median", "ratios", "keyway_access_lines_written")}, indent=2))
