@@ -50,16 +50,7 @@ async fn https_path(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Seen, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(root.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config = client_config(root);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr)
@@ -98,6 +89,20 @@ async fn https_path(
         location,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// A rustls client trusting the certificates in `root` (PEM) only.
+fn client_config(root: &str) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(root.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 fn der(pem: &str) -> CertificateDer<'static> {
@@ -737,23 +742,7 @@ async fn certificates_rotate_live() {
     let addr = h.addr(PORT);
 
     // A keep-alive connection opened on the first certificate.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der(&pairs[0].0)).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("rotate.test").unwrap(), tcp)
-        .await
-        .unwrap();
-    let (mut held, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut held = tls_connection(addr, "rotate.test", &pairs[0].0).await;
     let get = || {
         http::Request::get("/")
             .header("host", "rotate.test")
@@ -905,4 +894,92 @@ async fn client_certificate_validation_is_refused_not_ignored() {
         "{}",
         accepted.message
     );
+}
+
+/// A keep-alive connection over TLS to `addr`, trusting `root`, with `server_name` as SNI.
+async fn tls_connection(
+    addr: SocketAddr,
+    server_name: &str,
+    root: &str,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let config = client_config(root);
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(server_name.to_string()).unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// A keep-alive connection in plain HTTP to `addr`.
+async fn plain_connection(
+    addr: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// The status of `GET /` with `Host: host` on an open connection.
+async fn status_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    host: &str,
+) -> u16 {
+    sender.ready().await.unwrap();
+    let req = http::Request::get("/")
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    resp.into_body().collect().await.unwrap();
+    status
+}
+
+/// A port that changes protocol on reload (HTTP to HTTPS, and back) keeps its socket; a
+/// connection accepted under the old protocol must not reach the new protocol's
+/// listeners: a request in plain HTTP must never be served by an HTTPS listener (whose
+/// routes may trust that the request came over TLS), nor one over TLS by a plain HTTP
+/// listener. Such a connection gets 421, and new connections the new protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_from_before_its_port_changed_protocol_gets_421() {
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = certs::self_signed(dir.path(), "p", KeyForm::EcSec1, &["p.test"]);
+    let up = upstream().await;
+    let https_manifests = format!(
+        "{}---\n{}",
+        gateway(&[("p", Some("p.test"), "p")], up),
+        certs::tls_secret("apps", "p", &crt, &key)
+    );
+    let tls_block = "    tls:\n      certificateRefs: [{kind: Secret, name: p}]\n";
+    assert!(https_manifests.contains(tls_block));
+    let http_manifests = https_manifests
+        .replace(tls_block, "")
+        .replace("protocol: HTTPS", "protocol: HTTP");
+
+    // HTTP, then HTTPS.
+    let h = Harness::start(&http_manifests).await;
+    let addr = h.addr(PORT);
+    let mut plain = plain_connection(addr).await;
+    assert_eq!(status_on(&mut plain, "p.test").await, 200);
+    h.rewrite(&https_manifests).await;
+    assert_eq!(h.addr(PORT), addr, "the port keeps its socket");
+    assert_eq!(status_on(&mut plain, "p.test").await, 421);
+    let mut tls = tls_connection(addr, "p.test", &crt).await;
+    assert_eq!(status_on(&mut tls, "p.test").await, 200);
+
+    // And back: the TLS connection opened under HTTPS gets 421, a new plain one is served.
+    h.rewrite(&http_manifests).await;
+    assert_eq!(h.addr(PORT), addr);
+    assert_eq!(status_on(&mut tls, "p.test").await, 421);
+    let mut plain = plain_connection(addr).await;
+    assert_eq!(status_on(&mut plain, "p.test").await, 200);
 }
