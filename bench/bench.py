@@ -95,6 +95,12 @@ def stop(p):
             pass
 
 
+def stop_all():
+    """Stops every process `start` started (at the end of a benchmark)."""
+    for p in procs:
+        stop(p)
+
+
 def tree(pid):
     """The process and its descendants (nginx master + worker)."""
     out = [pid]
@@ -430,8 +436,7 @@ def main():
         if "reload" not in SKIP:
             results["reload"] = reload_figures()
     finally:
-        for p in procs:
-            stop(p)
+        stop_all()
         (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
         for f in RUN.glob("*.log"):
             shutil.copy(f, RESULTS / f.name)

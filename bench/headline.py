@@ -93,8 +93,7 @@ def main():
             bench.log(f"round {rnd} {name}: {row['rps']:.0f} req/s, {row['cpu_us_per_req']:.2f} us CPU/req, "
                       f"fixed p99 {row['fixed_p99_ms']:.3f} ms")
     logged_lines = sum(1 for line in (RUN / "keyway-log.log").open() if "keyway::access" in line)
-    for p in bench.procs:
-        bench.stop(p)
+    bench.stop_all()
     med = bench.medians(rows)
     summary = {
         "median": med,

@@ -121,8 +121,7 @@ def main():
     }
     out = bench.BENCH / "results" / f"keys-{time.strftime('%Y-%m-%d-%H%M%S')}.json"
     out.write_text(json.dumps(summary, indent=2))
-    for p in bench.procs:
-        bench.stop(p)
+    bench.stop_all()
     print(json.dumps({k: summary[k] for k in ("plain", "mixed", "mixed_vs_plain_rps")}, indent=2))
 
 

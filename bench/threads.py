@@ -70,8 +70,7 @@ def main():
             bench.stop(p)
             rows[name].append({"rps": rps, "non_2xx": non})
             bench.log(f"round {rnd} {name}: {rps:.0f} req/s")
-    for p in bench.procs:
-        bench.stop(p)
+    bench.stop_all()
     med = {name: statistics.median(r["rps"] for r in rs) for name, rs in rows.items()}
     summary = {
         "median_rps": med,

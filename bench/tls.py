@@ -139,8 +139,7 @@ def main():
             rows[name].append(row)
             bench.log(f"round {rnd} {name}: keep-alive {rps:.0f} req/s ({keepalive_cpu:.1f} us CPU/req), "
                       f"handshakes {hps:.0f}/s ({handshake_cpu:.0f} us CPU each)")
-    for p in bench.procs:
-        bench.stop(p)
+    bench.stop_all()
     med = bench.medians(rows)
     summary = {
         "median": med,
