@@ -909,19 +909,22 @@ async fn tls_connection(
         .connect(name, tcp)
         .await
         .unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
+    http1(tls).await
 }
 
 /// A keep-alive connection in plain HTTP to `addr`.
 async fn plain_connection(
     addr: SocketAddr,
 ) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    http1(tokio::net::TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// An HTTP/1.1 client connection over `io`, driven by a task of its own.
+async fn http1<T>(io: T) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .unwrap();
     tokio::spawn(conn);
