@@ -137,7 +137,7 @@ impl AccessLog {
                         }
                         Err(RecvTimeoutError::Timeout) => {
                             let Some(log) = weak.upgrade() else { return };
-                            let block = log.take();
+                            let (block, _) = log.take();
                             if !block.is_empty() {
                                 let _ = out.write_all(&block);
                                 let _ = out.flush();
@@ -196,18 +196,17 @@ impl AccessLog {
         }
     }
 
-    fn take(&self) -> Vec<u8> {
+    /// What is pending, and how many lines it holds.
+    fn take(&self) -> (Vec<u8>, u64) {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        p.lines = 0;
-        std::mem::take(&mut p.block)
+        (std::mem::take(&mut p.block), std::mem::take(&mut p.lines))
     }
 }
 
 impl Drop for Guard {
     /// Hands over what is pending and waits (at most a second) until it is written.
     fn drop(&mut self) {
-        let block = self.log.take();
-        let lines = block.iter().filter(|&&b| b == b'\n').count() as u64;
+        let (block, lines) = self.log.take();
         if !block.is_empty() {
             self.log.send(block, lines);
         }
