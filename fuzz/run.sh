@@ -13,7 +13,7 @@ seconds="${1:-20}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(manifest_loader secret_decoding path_normalize key_extraction compiler)
+    targets=(manifest_loader secret_decoding path_normalize key_extraction compiler upstream_response)
 fi
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build --sanitizer none

@@ -11,7 +11,12 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::upstream::direct::DirectBody;
 use crate::upstream::Checkin;
+
+/// Why a body stopped early: hyper's errors on its side, Keyway's own upstream reader's
+/// on the other.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request or response body.
 #[derive(Debug, Default)]
@@ -29,6 +34,9 @@ pub enum Body {
     /// An upstream response body; its connection goes back to the pool once it has been
     /// read to the end.
     Upstream(Incoming, Option<Checkin>),
+    /// An upstream response body read by Keyway's own HTTP/1 reader (boxed: the common
+    /// response is whole by the time its head is read and never needs one).
+    Direct(Box<DirectBody>),
 }
 
 impl Body {
@@ -114,16 +122,17 @@ impl From<Incoming> for Body {
 
 impl http_body::Body for Body {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Stream(s) => Pin::new(s).poll_frame(cx),
+            Body::Direct(d) => Pin::new(&mut **d).poll_frame(cx),
+            Body::Stream(s) => Pin::new(s).poll_frame(cx).map_err(Into::into),
             Body::Request(s, progress) => {
                 let polled = Pin::new(&mut *s).poll_frame(cx);
                 match &polled {
@@ -135,7 +144,7 @@ impl http_body::Body for Body {
                     Poll::Ready(_) => progress.end(),
                     Poll::Pending => {}
                 }
-                polled
+                polled.map_err(Into::into)
             }
             Body::Upstream(s, checkin) => {
                 let polled = Pin::new(&mut *s).poll_frame(cx);
@@ -154,7 +163,7 @@ impl http_body::Body for Body {
                         c.give_back();
                     }
                 }
-                polled
+                polled.map_err(Into::into)
             }
         }
     }
@@ -163,6 +172,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
+            Body::Direct(d) => d.is_end_stream(),
             Body::Stream(s) | Body::Request(s, _) | Body::Upstream(s, _) => s.is_end_stream(),
         }
     }
@@ -172,6 +182,7 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Body::Full(None) => SizeHint::with_exact(0),
+            Body::Direct(d) => d.size_hint(),
             Body::Stream(s) | Body::Request(s, _) | Body::Upstream(s, _) => s.size_hint(),
         }
     }

@@ -67,6 +67,9 @@ pub struct Reply {
     pub bytes: Vec<u8>,
     /// Close the connection after answering.
     pub close: bool,
+    /// Write the response this many bytes at a time, pausing between writes so each
+    /// arrives on its own (0: in one write).
+    pub pieces: usize,
 }
 
 impl Reply {
@@ -81,7 +84,20 @@ impl Reply {
             delay: Duration::ZERO,
             bytes: bytes.into(),
             close: false,
+            pieces: 0,
         }
+    }
+
+    /// Closes the connection after answering.
+    pub fn closing(mut self) -> Reply {
+        self.close = true;
+        self
+    }
+
+    /// Writes the response `size` bytes at a time, 2 ms apart.
+    pub fn in_pieces(mut self, size: usize) -> Reply {
+        self.pieces = size;
+        self
     }
 
     /// Waits before answering.
@@ -210,7 +226,20 @@ async fn serve(
         if !reply.delay.is_zero() {
             tokio::time::sleep(reply.delay).await;
         }
-        if stream.write_all(&reply.bytes).await.is_err() || reply.close {
+        let piece = if reply.pieces == 0 {
+            reply.bytes.len().max(1)
+        } else {
+            reply.pieces
+        };
+        for (i, part) in reply.bytes.chunks(piece).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if stream.write_all(part).await.is_err() {
+                return;
+            }
+        }
+        if reply.close {
             return;
         }
     }

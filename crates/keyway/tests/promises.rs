@@ -139,12 +139,7 @@ async fn unchanged_files_are_not_applied_again() {
 #[tokio::test]
 async fn a_broken_upstream_is_502_and_never_retried() {
     // Reads the request, then closes without a word.
-    let up = RawUpstream::with(|_| Reply {
-        delay: Duration::ZERO,
-        bytes: Vec::new(),
-        close: true,
-    })
-    .await;
+    let up = RawUpstream::with(|_| Reply::raw(Vec::new()).closing()).await;
     let other = RawUpstream::start().await;
     let h = Harness::start(&support::one_route(up.addr())).await;
     let r = h

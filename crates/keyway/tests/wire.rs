@@ -291,3 +291,181 @@ async fn curl_as_the_client_over_http1_and_http2() {
         assert_eq!(s.header_all("host"), ["h"]);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Responses as the upstream frames them. A bodyless `GET` or `HEAD` is read by Keyway's
+// own HTTP/1 reader (`upstream/h1.rs`), not hyper's client: every framing RFC 9112 allows
+// must come back whole, and a connection goes back to the pool only when the next
+// response on it cannot be out of step.
+
+/// The responses the framing tests' upstream gives, by path; `/long` has `long` bytes.
+fn framed(req: &Captured, long: usize) -> Reply {
+    let body = "x".repeat(long);
+    match req.target() {
+        "/chunked" => Reply::raw(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=\"a b\"\r\n, world\r\n0\r\nx-sum: 12\r\n\r\n",
+        ),
+        "/long" => Reply::raw(format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {long}\r\n\r\n{body}"
+        )),
+        "/empty" => Reply::raw("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+        "/head" => Reply::raw("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"),
+        "/no-content" => Reply::raw("HTTP/1.1 204 No Content\r\n\r\n"),
+        "/not-modified" => Reply::raw("HTTP/1.1 304 Not Modified\r\netag: \"e\"\r\n\r\n"),
+        "/early" => Reply::raw(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal",
+        ),
+        "/to-the-end" => Reply::raw("HTTP/1.1 200 OK\r\n\r\nuntil the connection ends").closing(),
+        "/close" => Reply::raw("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 3\r\n\r\nbye"),
+        "/http10" => Reply::raw("HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nold"),
+        "/both" => Reply::raw(
+            "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        "/extra" => Reply::raw(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nforged",
+        ),
+        _ => Reply::ok(),
+    }
+}
+
+/// `method path` on a keep-alive client connection of its own; the raw response.
+async fn fetch(h: &Harness, method: &str, path: &str) -> Vec<u8> {
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\nconnection: close\r\n\r\n"
+    );
+    raw_exchange(h.addr(80), req.as_bytes(), Duration::from_secs(5)).await
+}
+
+/// The body of the one response in `raw` (de-chunked), and the whole text.
+fn one_body(raw: &[u8]) -> (u16, String, String) {
+    let r = support::responses(raw);
+    assert_eq!(r.len(), 1, "{}", String::from_utf8_lossy(raw));
+    let (status, body) = r.into_iter().next().unwrap();
+    (
+        status,
+        String::from_utf8_lossy(&body).into_owned(),
+        String::from_utf8_lossy(raw).into_owned(),
+    )
+}
+
+async fn every_framing_comes_back_whole(pieces: usize, long: usize) {
+    let up = RawUpstream::with(move |r| framed(r, long).in_pieces(pieces)).await;
+    let h = keyed(&up, false).await;
+    // Reusable responses: all on the upstream's first connection.
+    let (st, body, text) = one_body(&fetch(&h, "GET", "/chunked").await);
+    assert_eq!((st, body.as_str()), (200, "hello, world"), "{text}");
+    let (st, body, _) = one_body(&fetch(&h, "GET", "/long").await);
+    assert_eq!((st, body.len()), (200, long));
+    assert!(body.bytes().all(|b| b == b'x'));
+    let (st, body, _) = one_body(&fetch(&h, "GET", "/empty").await);
+    assert_eq!((st, body.as_str()), (200, ""));
+    let raw = fetch(&h, "HEAD", "/head").await;
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.contains("content-length: 5\r\n") && text.ends_with("\r\n\r\n"),
+        "{text}"
+    );
+    let (st, _, text) = one_body(&fetch(&h, "GET", "/no-content").await);
+    assert!(st == 204 && text.ends_with("\r\n\r\n"), "{text}");
+    let (st, _, text) = one_body(&fetch(&h, "GET", "/not-modified").await);
+    assert!(st == 304 && text.contains("etag: \"e\""), "{text}");
+    let (st, body, text) = one_body(&fetch(&h, "GET", "/early").await);
+    assert_eq!((st, body.as_str()), (200, "final"), "{text}");
+    assert!(
+        !text.contains("103") && !text.contains("100 Continue"),
+        "{text}"
+    );
+    let seen = up.requests();
+    assert_eq!(seen.len(), 7);
+    assert!(
+        seen.iter().all(|r| r.connection == 0),
+        "every one of these responses leaves the connection reusable (pieces {pieces}): {:?}",
+        seen.iter()
+            .map(|r| (r.target().to_string(), r.connection))
+            .collect::<Vec<_>>()
+    );
+    // Not reusable: each is the last on its connection.
+    for (path, want) in [
+        ("/to-the-end", "until the connection ends"),
+        ("/close", "bye"),
+        ("/http10", "old"),
+        ("/both", "hello"),
+        ("/extra", "ok"),
+    ] {
+        let before = up.requests().len();
+        let (st, body, text) = one_body(&fetch(&h, "GET", path).await);
+        assert_eq!((st, body.as_str()), (200, want), "{path}: {text}");
+        let (st, _, _) = one_body(&fetch(&h, "GET", "/next").await);
+        assert_eq!(st, 200);
+        let seen = up.wait_for(before + 2).await;
+        assert_ne!(
+            seen[before].connection,
+            seen[before + 1].connection,
+            "after {path} (pieces {pieces}) the next request needs a new connection"
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_response_framing_comes_back_whole_and_reuses_only_safe_connections() {
+    every_framing_comes_back_whole(0, 100_000).await;
+}
+
+#[tokio::test]
+async fn responses_arriving_a_few_bytes_at_a_time_come_back_whole() {
+    every_framing_comes_back_whole(7, 2_000).await;
+}
+
+#[tokio::test]
+async fn responses_framed_ambiguously_or_wrongly_are_refused() {
+    let up = RawUpstream::with(|r| match r.target() {
+        "/two-lengths" => {
+            Reply::raw("HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc")
+        }
+        "/bad-length" => Reply::raw("HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nab"),
+        "/switch" => Reply::raw("HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n"),
+        "/folded" => {
+            Reply::raw("HTTP/1.1 200 OK\r\nx-a: 1\r\n continued\r\ncontent-length: 0\r\n\r\n")
+        }
+        "/cut-head" => Reply::raw("HTTP/1.1 200 OK\r\ncontent-le").closing(),
+        "/bare-lf-chunk" => {
+            Reply::raw("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n")
+        }
+        "/cut-body" => Reply::raw("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf").closing(),
+        _ => Reply::ok(),
+    })
+    .await;
+    let h = keyed(&up, false).await;
+    for path in [
+        "/two-lengths",
+        "/bad-length",
+        "/switch",
+        "/folded",
+        "/cut-head",
+    ] {
+        let (st, _, text) = one_body(&fetch(&h, "GET", path).await);
+        assert_eq!(st, 502, "{path}: {text}");
+    }
+    // A body that breaks after its head: the client's connection closes before a complete
+    // response (the head may have gone already), never completed with bytes the upstream
+    // did not frame.
+    let raw = String::from_utf8_lossy(&fetch(&h, "GET", "/bare-lf-chunk").await).into_owned();
+    assert!(
+        !raw.contains("hello") && !raw.ends_with("0\r\n\r\n"),
+        "{raw}"
+    );
+    let raw = String::from_utf8_lossy(&fetch(&h, "GET", "/cut-body").await).into_owned();
+    if let Some((head, body)) = raw.split_once("\r\n\r\n") {
+        assert!(
+            head.contains("content-length: 10") && body.len() < 10,
+            "{raw}"
+        );
+    }
+    // Each went once, and none of those connections was used again.
+    let seen = up.requests();
+    assert_eq!(seen.len(), 7, "{seen:#?}");
+    let mut conns: Vec<usize> = seen.iter().map(|r| r.connection).collect();
+    conns.dedup();
+    assert_eq!(conns.len(), 7, "a connection per request: {conns:?}");
+}

@@ -14,11 +14,17 @@
 //! whole request has been sent, so a long upload is not cut off while the upstream is still
 //! reading it; a request body that stalls is bounded by its own idle timeout instead.
 //!
+//! A bodyless `GET` or `HEAD` (most API traffic) skips hyper's client: [`h1`] and
+//! [`direct`] run the exchange in the request's own task, on connections of a pool of
+//! their own. Everything else goes through hyper's client.
+//!
 //! This is leaner than a general-purpose client: no pool task per checkout, no per-request
 //! URI or key cloning beyond the endpoint's authority, one lock per request and one per
 //! return.
 
+pub mod direct;
 pub mod endpoints;
+pub mod h1;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -32,6 +38,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{Body, BodyProgress};
+use direct::{Conn, DirectBody, DirectOrDone, ExchangeError};
 
 /// Why an upstream request failed; each maps to one status.
 #[derive(Debug, PartialEq, Eq)]
@@ -93,7 +100,38 @@ struct Pool {
     /// lower-cased byte at a time, and with SipHash that was 4% of a request's instructions.
     /// Endpoint authorities come from the config, not from clients, so a fast hash is safe.
     idle: Mutex<HashMap<Box<str>, Vec<Idle>, foldhash::fast::RandomState>>,
+    /// The connections of the [`direct`] path, keyed the same way.
+    direct: Mutex<HashMap<Box<str>, Vec<DirectIdle>, foldhash::fast::RandomState>>,
     options: PoolOptions,
+}
+
+/// A pooled connection of the [`direct`] path, in the order they came back.
+struct DirectIdle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// Where a [`direct`] connection goes back once its response has been read.
+pub(crate) struct Home {
+    pool: Arc<Pool>,
+    authority: Authority,
+}
+
+impl Home {
+    pub(crate) fn give_back(self, conn: Conn) {
+        let conn = DirectIdle {
+            conn,
+            since: Instant::now(),
+        };
+        let mut idle = self.pool.direct.lock().expect("pool lock");
+        match idle.get_mut(self.authority.as_str()) {
+            Some(list) if list.len() >= self.pool.options.max_idle_per_endpoint => {}
+            Some(list) => list.push(conn),
+            None => {
+                idle.insert(self.authority.as_str().into(), vec![conn]);
+            }
+        }
+    }
 }
 
 /// A pooled connection. Each endpoint's list is in the order connections came back, so
@@ -144,6 +182,7 @@ impl UpstreamClient {
     pub fn new(options: PoolOptions) -> Self {
         let pool = Arc::new(Pool {
             idle: Mutex::new(HashMap::default()),
+            direct: Mutex::new(HashMap::default()),
             options,
         });
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -158,20 +197,44 @@ impl UpstreamClient {
         let keep: HashSet<&str> = keep.iter().map(Authority::as_str).collect();
         let mut idle = self.pool.idle.lock().expect("pool lock");
         idle.retain(|a, _| keep.contains(&**a));
+        drop(idle);
+        let mut direct = self.pool.direct.lock().expect("pool lock");
+        direct.retain(|a, _| keep.contains(&**a));
     }
 
     /// Idle connections in the pool, per endpoint (admin and tests).
     pub fn idle_connections(&self) -> HashMap<String, usize> {
+        let mut out: HashMap<String, usize> = HashMap::new();
         let idle = self.pool.idle.lock().expect("pool lock");
-        idle.iter()
-            .map(|(a, l)| {
-                (
-                    a.to_string(),
-                    l.iter().filter(|c| !c.sender.is_closed()).count(),
-                )
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect()
+        for (a, l) in idle.iter() {
+            *out.entry(a.to_string()).or_default() +=
+                l.iter().filter(|c| !c.sender.is_closed()).count();
+        }
+        drop(idle);
+        let direct = self.pool.direct.lock().expect("pool lock");
+        for (a, l) in direct.iter() {
+            *out.entry(a.to_string()).or_default() +=
+                l.iter().filter(|c| c.conn.is_usable()).count();
+        }
+        out.retain(|_, n| *n > 0);
+        out
+    }
+
+    /// The most recently returned usable connection of the [`direct`] path; expired and
+    /// closed ones are dropped.
+    fn checkout_direct(&self, authority: &Authority) -> Option<Conn> {
+        let now = Instant::now();
+        let mut idle = self.pool.direct.lock().expect("pool lock");
+        let list = idle.get_mut(authority.as_str())?;
+        let timeout = self.pool.options.idle_timeout;
+        let stale = list.partition_point(|c| now.saturating_duration_since(c.since) >= timeout);
+        list.drain(..stale);
+        while let Some(c) = list.pop() {
+            if c.conn.is_usable() {
+                return Some(c.conn);
+            }
+        }
+        None
     }
 
     /// An idle connection: a ready one if there is one, else the most recently returned
@@ -194,11 +257,12 @@ impl UpstreamClient {
         }
     }
 
-    async fn connect(
+    /// A new TCP connection, within the connect timeout and the request's `deadline`.
+    async fn dial(
         &self,
         authority: &Authority,
         deadline: Option<Instant>,
-    ) -> Result<SendRequest<Body>, UpstreamError> {
+    ) -> Result<TcpStream, UpstreamError> {
         let connect_by = Instant::now() + self.pool.options.connect_timeout;
         let by = deadline.map_or(connect_by, |d| d.min(connect_by));
         let stream = match tokio::time::timeout_at(by, TcpStream::connect(authority.as_str())).await
@@ -212,6 +276,15 @@ impl UpstreamClient {
             Err(_) => return Err(UpstreamError::Timeout),
         };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(
+        &self,
+        authority: &Authority,
+        deadline: Option<Instant>,
+    ) -> Result<SendRequest<Body>, UpstreamError> {
+        let stream = self.dial(authority, deadline).await?;
         let (sender, conn) = http1::Builder::new()
             .writev(false)
             .handshake(TokioIo::new(stream))
@@ -244,6 +317,9 @@ impl UpstreamClient {
         progress: Option<Arc<BodyProgress>>,
         timeouts: Timeouts,
     ) -> Result<Response<Body>, UpstreamError> {
+        if h1::takes(&req, progress.is_some()) {
+            return self.send_direct(authority, req, timeouts).await;
+        }
         // Known once the whole request has been handed over.
         let mut deadline = progress
             .is_none()
@@ -310,6 +386,55 @@ impl UpstreamClient {
             }
         }
         Err(UpstreamError::Protocol)
+    }
+}
+
+impl UpstreamClient {
+    /// The [`direct`] path: a bodyless `GET` or `HEAD`. A pooled connection that fails
+    /// before a byte of the response arrives (the upstream closed it just as the request
+    /// came) is not an error: the request, idempotent, goes once more, on a new connection
+    /// (the pool's others are likely closed too). A request is sent at most twice.
+    async fn send_direct(
+        &self,
+        authority: &Authority,
+        req: Request<Body>,
+        timeouts: Timeouts,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let deadline = Instant::now() + timeouts.response;
+        let mut pooled = self.checkout_direct(authority);
+        loop {
+            let (mut conn, reused) = match pooled.take() {
+                Some(c) => (c, true),
+                None => (
+                    Conn::new(self.dial(authority, Some(deadline)).await?),
+                    false,
+                ),
+            };
+            let head = match tokio::time::timeout_at(deadline, conn.exchange(&req)).await {
+                Err(_) => return Err(UpstreamError::Timeout),
+                Ok(Ok(head)) => head,
+                Ok(Err(ExchangeError::NothingReceived(_))) if reused => continue,
+                Ok(Err(e)) => {
+                    tracing::debug!(%authority, error = %e, "upstream exchange failed");
+                    return Err(UpstreamError::Protocol);
+                }
+            };
+            let home = head.reusable.then(|| Home {
+                pool: self.pool.clone(),
+                authority: authority.clone(),
+            });
+            let body = match DirectBody::start(conn, head.framing, home) {
+                DirectOrDone::Done(None) => Body::Empty,
+                DirectOrDone::Done(Some(whole)) => Body::full(whole),
+                DirectOrDone::Direct(d) => Body::Direct(Box::new(d)),
+            };
+            let mut resp = Response::new(body);
+            *resp.status_mut() = head.status;
+            // A proxy sends its own version (RFC 9110 §6.2): the upstream's is of its hop.
+            *resp.version_mut() = http::Version::HTTP_11;
+            *resp.headers_mut() = head.headers;
+            return Ok(resp);
+        }
     }
 }
 
@@ -402,6 +527,12 @@ async fn sweep_loop(pool: Weak<Pool>) {
             });
         }
         idle.retain(|_, l| !l.is_empty());
+        drop(idle);
+        let mut direct = pool.direct.lock().expect("pool lock");
+        for list in direct.values_mut() {
+            list.retain(|c| c.conn.is_usable() && now.saturating_duration_since(c.since) < timeout);
+        }
+        direct.retain(|_, l| !l.is_empty());
     }
 }
 

@@ -1,0 +1,296 @@
+//! The I/O of the [`h1`] path: one connection carrying one exchange at a time, and the
+//! response body read from it as the client's connection asks for more.
+//!
+//! Everything runs in the task of the request (head) or of the client's connection (body):
+//! no task per upstream connection, no channel between tasks.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use http::Request;
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::h1::{self, Chunked, Framing, Head, Malformed, Parsed, Step};
+use super::Home;
+use crate::body::BodyError;
+
+/// Room kept free in the read buffer before each read.
+const READ_ROOM: usize = 8 * 1024;
+
+/// An upstream connection and the bytes read from it but not yet used.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub(crate) enum ExchangeError {
+    /// The connection failed or ended before a byte of the response arrived: on a pooled
+    /// connection, the upstream closed it while it was idle (or just as the request came).
+    NothingReceived(Option<io::Error>),
+    /// The connection failed or ended inside the response head.
+    Cut(Option<io::Error>),
+    /// The response head was malformed or too long.
+    Malformed(Malformed),
+}
+
+impl fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExchangeError::NothingReceived(None) => {
+                f.write_str("connection closed before a response")
+            }
+            ExchangeError::NothingReceived(Some(e)) => {
+                write!(f, "connection failed before a response: {e}")
+            }
+            ExchangeError::Cut(None) => f.write_str("connection closed inside the response head"),
+            ExchangeError::Cut(Some(e)) => {
+                write!(f, "connection failed inside the response head: {e}")
+            }
+            ExchangeError::Malformed(m) => m.fmt(f),
+        }
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_ROOM),
+        }
+    }
+
+    /// Whether an idle connection can carry a request: still open, nothing unread. Costs a
+    /// system call only when the runtime saw the socket become readable since its last
+    /// read (a short read clears that), which an idle connection never should.
+    pub(crate) fn is_usable(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => matches!(
+                self.stream.try_read(&mut [0u8; 1]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+
+    /// Sends the request head and reads the final response head. The body is left in the
+    /// buffer and on the socket for [`DirectBody`].
+    pub(crate) async fn exchange<B>(&mut self, req: &Request<B>) -> Result<Head, ExchangeError> {
+        debug_assert!(
+            self.buf.is_empty(),
+            "a pooled connection has nothing unread"
+        );
+        self.buf.clear();
+        h1::encode_head(req, &mut self.buf);
+        let sent = self.stream.write_all(&self.buf).await;
+        self.buf.clear();
+        sent.map_err(|e| ExchangeError::NothingReceived(Some(e)))?;
+        let mut received = false;
+        loop {
+            if !self.buf.is_empty() {
+                match h1::parse_head(&self.buf, req.method()).map_err(ExchangeError::Malformed)? {
+                    Parsed::Final(head, len) => {
+                        bytes::Buf::advance(&mut self.buf, len);
+                        return Ok(head);
+                    }
+                    Parsed::Informational(len) => {
+                        bytes::Buf::advance(&mut self.buf, len);
+                        continue;
+                    }
+                    Parsed::Partial if self.buf.len() > h1::MAX_HEAD => {
+                        return Err(ExchangeError::Malformed(Malformed(
+                            "response head too long",
+                        )))
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            self.buf.reserve(READ_ROOM);
+            let ended = |e| {
+                if received {
+                    ExchangeError::Cut(e)
+                } else {
+                    ExchangeError::NothingReceived(e)
+                }
+            };
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) => return Err(ended(None)),
+                Ok(_) => received = true,
+                Err(e) => return Err(ended(Some(e))),
+            }
+        }
+    }
+
+    /// The body bytes already read, if they are the whole body of `len` bytes.
+    pub(crate) fn take_whole(&mut self, len: u64) -> Option<Bytes> {
+        (self.buf.len() as u64 >= len).then(|| self.buf.split_to(len as usize).freeze())
+    }
+
+    /// Whether bytes follow the response: the connection is then out of step.
+    pub(crate) fn has_unread(&self) -> bool {
+        !self.buf.is_empty()
+    }
+}
+
+/// How far the body is read.
+enum State {
+    /// This many bytes to go (some may be in the buffer).
+    Length(u64),
+    Chunked(Chunked),
+    /// Up to the end of the connection.
+    Close,
+}
+
+/// An upstream response body read straight from its connection. Its connection goes back
+/// to the pool once the body has been read to its end (if the response allows reuse); a
+/// body dropped half-read closes it.
+pub struct DirectBody {
+    /// `None` once the body has ended (or failed).
+    conn: Option<Conn>,
+    state: State,
+    home: Option<Home>,
+}
+
+impl fmt::Debug for DirectBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DirectBody")
+    }
+}
+
+/// Where the connection of a finished exchange goes: back to the pool if the response
+/// allows reuse and nothing follows it, else closed.
+pub(crate) fn release(conn: Conn, home: Option<Home>) {
+    if let Some(home) = home {
+        if !conn.has_unread() {
+            home.give_back(conn);
+        }
+    }
+}
+
+impl DirectBody {
+    /// The body of a response with `framing` whose head `conn` has just read; `None` when
+    /// there is no body to read (then the connection has been released).
+    pub(crate) fn start(mut conn: Conn, framing: Framing, home: Option<Home>) -> DirectOrDone {
+        let state = match framing {
+            Framing::Empty => {
+                release(conn, home);
+                return DirectOrDone::Done(None);
+            }
+            Framing::Length(len) => match conn.take_whole(len) {
+                Some(whole) => {
+                    release(conn, home);
+                    return DirectOrDone::Done((len > 0).then_some(whole));
+                }
+                None => State::Length(len),
+            },
+            Framing::Chunked => State::Chunked(Chunked::Size),
+            Framing::Close => State::Close,
+        };
+        DirectOrDone::Direct(DirectBody {
+            conn: Some(conn),
+            state,
+            home,
+        })
+    }
+}
+
+/// A body still to be read from the connection, or one complete already.
+pub(crate) enum DirectOrDone {
+    Direct(DirectBody),
+    Done(Option<Bytes>),
+}
+
+fn error(e: impl Into<BodyError>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    Poll::Ready(Some(Err(e.into())))
+}
+
+impl http_body::Body for DirectBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let DirectBody { conn, state, home } = self.get_mut();
+        loop {
+            let Some(c) = conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            // What the buffer already holds.
+            match state {
+                State::Length(0) => {
+                    release(conn.take().expect("checked above"), home.take());
+                    return Poll::Ready(None);
+                }
+                State::Length(left) if !c.buf.is_empty() => {
+                    let take = (*left).min(c.buf.len() as u64);
+                    let data = c.buf.split_to(take as usize).freeze();
+                    *left -= take;
+                    if *left == 0 {
+                        release(conn.take().expect("checked above"), home.take());
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Length(_) => {}
+                State::Chunked(chunked) => match chunked.step(&mut c.buf) {
+                    Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Step::End(trailers)) => {
+                        release(conn.take().expect("checked above"), home.take());
+                        return Poll::Ready(
+                            (!trailers.is_empty()).then(|| Ok(Frame::trailers(trailers))),
+                        );
+                    }
+                    Ok(Step::More) => {}
+                    Err(m) => {
+                        *conn = None;
+                        return error(m);
+                    }
+                },
+                State::Close if !c.buf.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(c.buf.split().freeze()))));
+                }
+                State::Close => {}
+            }
+            // Then the socket.
+            if c.buf.capacity() - c.buf.len() < READ_ROOM / 4 {
+                c.buf.reserve(READ_ROOM);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut c.stream), cx, &mut c.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    *conn = None;
+                    if matches!(state, State::Close) {
+                        return Poll::Ready(None);
+                    }
+                    return error(Malformed("connection closed before the end of the body"));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    *conn = None;
+                    return error(e);
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.conn, &self.state) {
+            (None, _) => SizeHint::with_exact(0),
+            (Some(_), State::Length(left)) => SizeHint::with_exact(*left),
+            _ => SizeHint::default(),
+        }
+    }
+}
