@@ -99,11 +99,14 @@ struct Pool {
     /// Keyed by the authority's text. Not by `Authority`: its `Hash` feeds the hasher one
     /// lower-cased byte at a time, and with SipHash that was 4% of a request's instructions.
     /// Endpoint authorities come from the config, not from clients, so a fast hash is safe.
-    idle: Mutex<HashMap<Box<str>, Vec<Idle>, foldhash::fast::RandomState>>,
+    idle: Mutex<IdleLists<Idle>>,
     /// The connections of the [`direct`] path, keyed the same way.
-    direct: Mutex<HashMap<Box<str>, Vec<DirectIdle>, foldhash::fast::RandomState>>,
+    direct: Mutex<IdleLists<DirectIdle>>,
     options: PoolOptions,
 }
+
+/// Idle connections per endpoint authority.
+type IdleLists<T> = HashMap<Box<str>, Vec<T>, foldhash::fast::RandomState>;
 
 /// A pooled connection of the [`direct`] path, in the order they came back.
 struct DirectIdle {
@@ -123,13 +126,20 @@ impl Home {
             conn,
             since: Instant::now(),
         };
-        let mut idle = self.pool.direct.lock().expect("pool lock");
-        match idle.get_mut(self.authority.as_str()) {
-            Some(list) if list.len() >= self.pool.options.max_idle_per_endpoint => {}
-            Some(list) => list.push(conn),
-            None => {
-                idle.insert(self.authority.as_str().into(), vec![conn]);
-            }
+        let max = self.pool.options.max_idle_per_endpoint;
+        push_idle(&self.pool.direct, self.authority.as_str(), conn, max);
+    }
+}
+
+/// Appends a connection to its endpoint's idle list, unless the list is full.
+fn push_idle<T>(lists: &Mutex<IdleLists<T>>, authority: &str, conn: T, max: usize) {
+    let mut lists = lists.lock().expect("pool lock");
+    // The endpoint's list usually exists: look it up by `&str`, without allocating a key.
+    match lists.get_mut(authority) {
+        Some(list) if list.len() >= max => {}
+        Some(list) => list.push(conn),
+        None => {
+            lists.insert(authority.into(), vec![conn]);
         }
     }
 }
@@ -158,15 +168,8 @@ impl Checkin {
             sender: self.sender,
             since: Instant::now(),
         };
-        let mut idle = self.pool.idle.lock().expect("pool lock");
-        // The endpoint's list usually exists: look it up by `&str`, without allocating a key.
-        match idle.get_mut(self.authority.as_str()) {
-            Some(list) if list.len() >= self.pool.options.max_idle_per_endpoint => {}
-            Some(list) => list.push(conn),
-            None => {
-                idle.insert(self.authority.as_str().into(), vec![conn]);
-            }
-        }
+        let max = self.pool.options.max_idle_per_endpoint;
+        push_idle(&self.pool.idle, self.authority.as_str(), conn, max);
     }
 }
 
