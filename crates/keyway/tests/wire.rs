@@ -469,3 +469,46 @@ async fn responses_framed_ambiguously_or_wrongly_are_refused() {
     conns.dedup();
     assert_eq!(conns.len(), 7, "a connection per request: {conns:?}");
 }
+
+#[tokio::test]
+async fn a_pooled_connection_closed_as_a_get_arrives_is_retried_once_on_a_new_one() {
+    // Connection 0 answers `/first`, then closes on `/second` without a byte: the race of
+    // an upstream closing an idle connection just as a request is sent on it.
+    let up = RawUpstream::with(|r| match (r.connection, r.target()) {
+        (0, "/second") | (_, "/always-closes") => Reply::raw(Vec::new()).closing(),
+        _ => Reply::ok(),
+    })
+    .await;
+    let h = keyed(&up, false).await;
+    let (st, _, _) = one_body(&fetch(&h, "GET", "/first").await);
+    assert_eq!(st, 200);
+    let (st, body, text) = one_body(&fetch(&h, "GET", "/second").await);
+    assert_eq!((st, body.as_str()), (200, "ok"), "{text}");
+    let seen: Vec<(String, usize)> = up
+        .requests()
+        .iter()
+        .map(|r| (r.target().to_string(), r.connection))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("/first".into(), 0),
+            ("/second".into(), 0),
+            ("/second".into(), 1)
+        ],
+        "the GET went once more, on a new connection"
+    );
+    // On a new connection the same failure is the upstream's answer: 502, sent once.
+    let (st, _, _) = one_body(&fetch(&h, "GET", "/always-closes").await);
+    assert_eq!(st, 502);
+    let (st, _, _) = one_body(&fetch(&h, "GET", "/always-closes").await);
+    assert_eq!(st, 502);
+    let tries = up
+        .requests()
+        .iter()
+        .filter(|r| r.target() == "/always-closes")
+        .count();
+    // The first found connection 1 pooled (sent twice: there, then on a new one); the
+    // second found the pool empty (sent once).
+    assert_eq!(tries, 3, "never more than twice per request");
+}
