@@ -512,3 +512,28 @@ async fn a_pooled_connection_closed_as_a_get_arrives_is_retried_once_on_a_new_on
     // second found the pool empty (sent once).
     assert_eq!(tries, 3, "never more than twice per request");
 }
+
+#[tokio::test]
+async fn through_either_upstream_client_the_client_gets_one_framing_and_http11() {
+    // `GET` takes Keyway's own exchange, `POST` hyper's client: the same response rules.
+    let up = RawUpstream::with(|r| match r.target() {
+        "/both" => Reply::raw(
+            "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+        "/ten" => Reply::raw("HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nold"),
+        _ => Reply::ok(),
+    })
+    .await;
+    let h = keyed(&up, false).await;
+    for method in ["GET", "POST"] {
+        let (st, body, text) = one_body(&fetch(&h, method, "/both").await);
+        assert_eq!((st, body.as_str()), (200, "hello"), "{method}: {text}");
+        assert!(
+            !text.to_ascii_lowercase().contains("content-length"),
+            "{method}: {text}"
+        );
+        let (st, body, text) = one_body(&fetch(&h, method, "/ten").await);
+        assert_eq!((st, body.as_str()), (200, "old"), "{method}: {text}");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{method}: {text}");
+    }
+}

@@ -152,9 +152,20 @@ fn upstream_request(
     Ok((out, progress))
 }
 
+/// The response as the client gets it: connection-level headers gone, the route's filters
+/// applied, Keyway's own framing and version.
 fn filter_response(resp: Response<Body>, f: &Forward, backend: &WeightedBackend) -> Response<Body> {
     let (mut rp, rb) = resp.into_parts();
     headers::strip_hop_by_hop(&mut rp.headers);
+    // Framed by both a transfer coding and a length, the coding framed it (RFC 9112 §6.3);
+    // the client must not get both (hyper's server would refuse to send the response).
+    if rp.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        rp.headers.remove(http::header::CONTENT_LENGTH);
+    }
+    // A proxy sends its own version (RFC 9110 §6.2): the upstream's is of its hop.
+    if rp.version == Version::HTTP_10 {
+        rp.version = Version::HTTP_11;
+    }
     if !f.response_headers.is_empty() {
         f.response_headers.apply(&mut rp.headers);
     }

@@ -83,7 +83,7 @@ pub struct Head {
     pub status: StatusCode,
     /// The upstream's HTTP version (of its hop only).
     pub version: Version,
-    /// Every field as received, but `Content-Length` when a transfer coding frames the body.
+    /// Every field as received.
     pub headers: HeaderMap,
     /// How the body is delimited.
     pub framing: Framing,
@@ -190,11 +190,7 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, Malformed> {
             None => Framing::Close,
         }
     };
-    // Framed by both: the coding wins, but nothing after it is trusted (RFC 9112 §6.3),
-    // and the client gets the response framed one way only.
-    if coded && length.is_some() {
-        headers.remove(header::CONTENT_LENGTH);
-    }
+    // Framed by both: the coding wins, but nothing after it is trusted (RFC 9112 §6.3).
     let reusable = version == Version::HTTP_11
         && !close
         && framing != Framing::Close
@@ -437,7 +433,6 @@ mod tests {
             Method::GET,
         );
         assert_eq!((h.framing, h.reusable), (Framing::Chunked, false));
-        assert!(!h.headers.contains_key("content-length"));
         let h = head("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
         assert_eq!((h.framing, h.reusable), (Framing::Close, false));
         let h = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", Method::HEAD);

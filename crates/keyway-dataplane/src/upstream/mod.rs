@@ -433,8 +433,7 @@ impl UpstreamClient {
             };
             let mut resp = Response::new(body);
             *resp.status_mut() = head.status;
-            // A proxy sends its own version (RFC 9110 §6.2): the upstream's is of its hop.
-            *resp.version_mut() = http::Version::HTTP_11;
+            *resp.version_mut() = head.version;
             *resp.headers_mut() = head.headers;
             return Ok(resp);
         }
