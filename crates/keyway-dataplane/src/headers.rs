@@ -5,7 +5,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, and the proxy
 /// credentials of §11.7). `Trailer` is not one of them: it declares the trailer fields of
 /// the message end to end, and the upstream connection only sends trailers it declares.
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -14,6 +14,21 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TE,
     header::UPGRADE,
 ];
+
+/// Where `name` is in [`HOP_BY_HOP`]: one match on the name (its length first), cheaper
+/// than comparing it with seven names.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "proxy-authenticate" => Some(3),
+        "proxy-authorization" => Some(4),
+        "te" => Some(5),
+        "upgrade" => Some(6),
+        _ => None,
+    }
+}
 
 /// `x-request-id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -29,7 +44,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = 0u8;
     for k in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+        if let Some(i) = hop_by_hop_index(k) {
             present |= 1 << i;
         }
     }
@@ -37,15 +52,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     // `Connection` may name any header, but never `Host`: the upstream needs it. A name
-    // that is itself hop-by-hop goes below, if present.
-    let named: Vec<HeaderName> = headers
+    // that is itself hop-by-hop goes below, if present. Most lists name only those
+    // (`keep-alive`, `upgrade`), and then nothing is collected.
+    let names_others = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|l| l.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .filter(|n| n != header::HOST && !HOP_BY_HOP.contains(n))
-        .collect();
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|n| {
+            !n.is_empty()
+                && !n.eq_ignore_ascii_case(b"host")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| n.eq_ignore_ascii_case(h.as_str().as_bytes()))
+        });
+    let named: Vec<HeaderName> = if !names_others {
+        Vec::new()
+    } else {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|l| l.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .filter(|n| n != header::HOST && !HOP_BY_HOP.contains(n))
+            .collect()
+    };
     for n in named {
         headers.remove(n);
     }
@@ -145,6 +177,16 @@ mod tests {
         assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none());
         assert!(h.get(header::CONNECTION).is_none());
         assert_eq!(h["x-kept"], "1");
+    }
+
+    #[test]
+    fn the_hop_by_hop_match_agrees_with_the_list() {
+        for (i, h) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(h), Some(i), "{h}");
+        }
+        for other in [header::HOST, header::TRAILER, header::TRANSFER_ENCODING] {
+            assert_eq!(hop_by_hop_index(&other), None, "{other}");
+        }
     }
 
     #[test]

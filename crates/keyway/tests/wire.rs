@@ -537,3 +537,236 @@ async fn through_either_upstream_client_the_client_gets_one_framing_and_http11()
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{method}: {text}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Keyway's own HTTP/1.1 server loop (`listener/http1.rs`) serves a keep-alive `GET` or
+// `HEAD` with no body and no connection fields; everything else goes to hyper's server.
+// The tests above mostly send `connection: close`, which is hyper's; these keep the
+// connection open, so the loop answers.
+
+/// `GET path` with a valid key and no connection field: a request the loop takes.
+fn kept(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\n\r\n")
+}
+
+/// The last request of a pipelined run: it closes the connection (and is hyper's).
+fn last(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\nconnection: close\r\n\r\n")
+}
+
+/// The response heads in `raw`, in order (bodies skipped by their framing).
+fn heads(raw: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(raw);
+    text.split("\r\n\r\n")
+        .filter(|s| s.contains("HTTP/1.1 "))
+        .map(|s| s[s.find("HTTP/1.1 ").unwrap()..].to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn keep_alive_requests_get_every_framing_back_whole_on_one_connection() {
+    let up = RawUpstream::with(|r| framed(r, 100_000)).await;
+    let h = keyed(&up, false).await;
+    let paths = [
+        "/chunked",
+        "/long",
+        "/empty",
+        "/no-content",
+        "/not-modified",
+        "/early",
+        "/to-the-end",
+        "/close",
+        "/http10",
+        "/both",
+        "/extra",
+    ];
+    let mut pipelined: String = paths.iter().map(|p| kept(p)).collect();
+    pipelined.push_str(&last("/last"));
+    let raw = raw_exchange(h.addr(80), pipelined.as_bytes(), Duration::from_secs(5)).await;
+    let got = support::responses(&raw);
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let bodies: Vec<(u16, String)> = got
+        .iter()
+        .map(|(s, b)| (*s, String::from_utf8_lossy(b).into_owned()))
+        .collect();
+    let long = "x".repeat(100_000);
+    assert_eq!(
+        bodies,
+        [
+            (200, "hello, world"),
+            (200, long.as_str()),
+            (200, ""),
+            (204, ""),
+            (304, ""),
+            (200, "final"),
+            (200, "until the connection ends"),
+            (200, "bye"),
+            (200, "old"),
+            (200, "hello"),
+            (200, "ok"),
+            (200, "ok"),
+        ]
+        .map(|(s, b)| (s, b.to_string())),
+        "{}",
+        &text[..text.len().min(3000)]
+    );
+    // How each was framed for the client: as Keyway's server frames it.
+    let heads = heads(&raw);
+    assert_eq!(heads.len(), 12, "{heads:#?}");
+    assert!(
+        heads[0].contains("\r\ntransfer-encoding: chunked"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[1].contains("\r\ncontent-length: 100000"),
+        "{}",
+        heads[1]
+    );
+    assert!(heads[2].contains("\r\ncontent-length: 0"), "{}", heads[2]);
+    assert!(
+        !heads[3].contains("content-length") && !heads[3].contains("transfer-encoding"),
+        "{}",
+        heads[3]
+    );
+    // Close-delimited upstream: chunked to the client, whose connection stays open.
+    assert!(
+        heads[6].contains("\r\ntransfer-encoding: chunked"),
+        "{}",
+        heads[6]
+    );
+    // The upstream's `connection: close` and HTTP/1.0 are of its hop only.
+    assert!(!heads[7].contains("connection"), "{}", heads[7]);
+    assert!(heads[8].starts_with("HTTP/1.1 200 OK"), "{}", heads[8]);
+    assert!(!heads[9].contains("content-length"), "{}", heads[9]);
+    for head in &heads[..11] {
+        assert!(head.contains("\r\ndate: "), "{head}");
+        assert!(!head.contains("connection"), "{head}");
+    }
+    // Served in order, on the client's one connection.
+    let targets: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| r.target().to_string())
+        .collect();
+    let mut want: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+    want.push("/last".into());
+    assert_eq!(targets, want);
+}
+
+#[tokio::test]
+async fn a_head_request_kept_alive_gets_the_fields_of_a_get_and_no_body() {
+    let up = RawUpstream::with(|r| framed(r, 10)).await;
+    let h = keyed(&up, false).await;
+    // HEAD first: a body sent after its head would be read as the next response.
+    let req = format!(
+        "HEAD /head HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\n\r\nHEAD /head HTTP/1.1\r\nhost: h\r\n\r\n{}",
+        last("/long")
+    );
+    let raw = raw_exchange(h.addr(80), req.as_bytes(), Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&raw);
+    let parts: Vec<&str> = text.split("\r\n\r\n").collect();
+    // Head 1, head 2 (Keyway's own 401: its length, no body), head 3, body 3.
+    assert_eq!(parts.len(), 4, "{text}");
+    assert!(
+        parts[0].starts_with("HTTP/1.1 200 OK") && parts[0].contains("content-length: 5"),
+        "{text}"
+    );
+    assert!(
+        parts[1].starts_with("HTTP/1.1 401 Unauthorized")
+            && parts[1].contains("content-length: ")
+            && parts[1].contains("www-authenticate: APIKey"),
+        "{text}"
+    );
+    assert!(parts[2].starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert_eq!(parts[3], "xxxxxxxxxx", "{text}");
+}
+
+#[tokio::test]
+async fn a_connection_goes_to_hypers_server_at_the_first_request_the_loop_does_not_take() {
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, false).await;
+    // In one write: the loop takes the first, hyper the rest (a body, then plain GETs).
+    let req = format!(
+        "{}POST /b HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\ncontent-length: 5\r\n\r\nhello{}{}",
+        kept("/a"),
+        kept("/c"),
+        last("/d")
+    );
+    let raw = raw_exchange(h.addr(80), req.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(support::statuses(&raw), [200, 200, 200, 200]);
+    let seen = up.requests();
+    let targets: Vec<&str> = seen.iter().map(|r| r.target()).collect();
+    assert_eq!(targets, ["/a", "/b", "/c", "/d"]);
+    assert_eq!(seen[1].body, b"hello");
+
+    // A head that arrives in pieces, its framing field in the second: all of it reaches
+    // hyper, which frames the body by it.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(h.addr(80)).await.unwrap();
+    s.write_all(b"POST /e HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\ncontent-le")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"ngth: 3\r\nconnection: close\r\n\r\nabc")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(support::statuses(&out), [200]);
+    let e = up.requests().pop().unwrap();
+    assert_eq!((e.target(), e.body.as_slice()), ("/e", &b"abc"[..]));
+}
+
+#[tokio::test]
+async fn smuggling_shapes_after_a_kept_alive_request_are_judged_by_hyper() {
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, false).await;
+    // After one request the loop served: a request framed both ways, as the smuggling
+    // suite's `cl-and-te`. hyper frames it by its chunks, answers it and closes: the
+    // request hidden behind it never reaches the upstream.
+    let req = format!(
+        "{}POST /x HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\n\r\n",
+        kept("/a")
+    );
+    let raw = raw_exchange(h.addr(80), req.as_bytes(), Duration::from_secs(3)).await;
+    assert_eq!(support::statuses(&raw), [200, 200]);
+    let seen = up.requests();
+    let lines: Vec<&str> = seen.iter().map(|r| r.request_line.as_str()).collect();
+    assert_eq!(lines, ["GET /a HTTP/1.1", "POST /x HTTP/1.1"]);
+    assert!(seen[1].body.is_empty());
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_mid_request_has_its_upstream_exchange_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that never answers, and tells when its connection closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = listener.local_addr().unwrap();
+    let closed = tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    });
+    let h = Harness::start(&support::one_route(up_addr)).await;
+    let mut client = tokio::net::TcpStream::connect(h.addr(80)).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nhost: h\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(client);
+    // Well inside the 15 s upstream timeout: the exchange went with the client.
+    tokio::time::timeout(Duration::from_secs(3), closed)
+        .await
+        .expect("the upstream connection closes once the client has gone")
+        .unwrap();
+}

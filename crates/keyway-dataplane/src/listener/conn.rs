@@ -68,6 +68,18 @@ impl Control {
         InFlight(self.clone())
     }
 
+    /// Whether the connection may go on serving requests (it has not been asked to close).
+    pub(crate) fn is_running(&self) -> bool {
+        self.state.load(Ordering::Acquire) == RUN
+    }
+
+    /// For a connection between requests: whether it has been asked to close, gracefully or
+    /// not (either way it closes now); else registers to be woken when it is.
+    pub(crate) fn poll_stop(&self, cx: &mut Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        !self.is_running()
+    }
+
     fn millis(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.start).as_millis() as u64
     }

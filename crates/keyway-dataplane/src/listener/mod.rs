@@ -9,6 +9,8 @@
 //!
 //! - [`accept`]: accepting with backoff and bounded logging when descriptors run out;
 //! - [`conn`]: one connection, with the watchdog that closes idle and stuck ones;
+//! - [`http1`]: Keyway's own HTTP/1.1 loop for bodyless `GET`/`HEAD` requests, which hands
+//!   the connection to hyper's server at the first request it does not take ([`rewind`]);
 //! - [`limits`]: the open-file limit and the default `--max-connections`.
 //!
 //! Client connections are capped across all ports ([`ServerOptions::max_connections`]):
@@ -17,7 +19,9 @@
 
 pub mod accept;
 pub(crate) mod conn;
+mod http1;
 pub mod limits;
+mod rewind;
 pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,9 +39,12 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::Body;
 use crate::request::{ConnInfo, Gateway, TlsInfo};
 use accept::{Accepter, RateLimited};
+use bytes::Bytes;
 use conn::{Connections, Entry, Tracked};
+use rewind::Rewind;
 
 /// How listeners are opened and connections handled.
 #[derive(Clone, Debug)]
@@ -110,6 +117,7 @@ pub struct Server {
     gateway: Arc<Gateway>,
     options: ServerOptions,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    http1: http1::Limits,
     ports: Mutex<HashMap<u16, PortTask>>,
     bind_errors: Mutex<Vec<BindError>>,
     refused_log: Mutex<RateLimited>,
@@ -141,10 +149,15 @@ impl Server {
             .timer(TokioTimer::new())
             .keep_alive_interval(options.http2_keepalive)
             .max_header_list_size(options.max_header_bytes as u32);
+        let http1 = http1::Limits {
+            max_headers: gateway.settings().max_headers,
+            max_head: options.max_header_bytes.max(8192),
+        };
         Arc::new(Server {
             gateway,
             options,
             builder: Arc::new(builder),
+            http1,
             ports: Mutex::new(HashMap::new()),
             bind_errors: Mutex::new(Vec::new()),
             refused_log: Mutex::new(RateLimited::new(Duration::from_secs(1))),
@@ -340,21 +353,25 @@ impl Server {
         let _ = stream.set_nodelay(true);
         let gateway = self.gateway.clone();
         let builder = self.builder.clone();
+        let limits = self.http1;
         let entry = open.add();
         let handshake_timeout = self.options.header_read_timeout;
         tasks.spawn(async move {
             let mut info = ConnInfo::new(port, peer);
             match tls {
-                None => drive(builder, TokioIo::new(stream), gateway, info, &entry).await,
+                None => drive(builder, Some(limits), stream, gateway, info, &entry).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await;
                     match handshake {
                         Ok(Ok(stream)) => {
+                            let session = stream.get_ref().1;
                             info.tls = Some(TlsInfo {
-                                server_name: stream.get_ref().1.server_name().map(Box::from),
+                                server_name: session.server_name().map(Box::from),
                             });
-                            drive(builder, TokioIo::new(stream), gateway, info, &entry).await;
+                            // HTTP/2 chosen by ALPN goes straight to hyper.
+                            let limits = (session.alpn_protocol() != Some(b"h2")).then_some(limits);
+                            drive(builder, limits, stream, gateway, info, &entry).await;
                         }
                         Ok(Err(e)) => {
                             gateway.metrics.tls_handshake_failures.inc();
@@ -373,10 +390,13 @@ impl Server {
     }
 }
 
-/// Serves HTTP on one accepted connection, plain or TLS, until it ends.
+/// Serves HTTP on one accepted connection, plain or TLS, until it ends: Keyway's own
+/// HTTP/1.1 loop first (unless `http1` is `None`: HTTP/2 by ALPN), then hyper's server
+/// for the rest if that loop hands the connection over.
 async fn drive<IO>(
     builder: Arc<auto::Builder<TokioExecutor>>,
-    io: TokioIo<IO>,
+    http1: Option<http1::Limits>,
+    io: IO,
     gateway: Arc<Gateway>,
     info: ConnInfo,
     entry: &Entry,
@@ -385,16 +405,23 @@ async fn drive<IO>(
 {
     let info = Arc::new(info);
     let control = entry.control().clone();
-    let service = service_fn(move |req| {
+    let io = match http1 {
+        None => Rewind::new(Bytes::new(), io),
+        Some(limits) => match http1::serve(io, &gateway, &info, &control, limits).await {
+            http1::Ended::Closed => return,
+            http1::Ended::Handoff(io) => io,
+        },
+    };
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let in_flight = control.begin();
         let gateway = gateway.clone();
         let info = info.clone();
         async move {
-            let resp = gateway.handle(info, req).await;
+            let resp = gateway.handle(info, req.map(Body::Stream)).await;
             Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
         }
     });
-    let conn = builder.serve_connection(io, service);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     conn::drive(conn, entry.control()).await;
 }
 

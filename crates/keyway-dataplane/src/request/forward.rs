@@ -7,7 +7,6 @@ use std::time::Instant;
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 use keyway_store::{Endpoint, Forward, Listener, Route, Target, Upstream, WeightedBackend};
 
 use super::{redirect, ConnInfo, Gateway, Outcome, ProxyError};
@@ -24,7 +23,7 @@ impl Gateway {
         route: &Route,
         listener: &Listener,
         parts: &mut Parts,
-        body: Incoming,
+        body: Body,
         conn: &ConnInfo,
         outcome: &mut Outcome,
     ) -> Result<Response<Body>, ProxyError> {
@@ -101,7 +100,7 @@ fn upstream_request(
     backend: &WeightedBackend,
     route: &Route,
     parts: &mut Parts,
-    body: Incoming,
+    body: Body,
     conn: &ConnInfo,
 ) -> Result<(Request<Body>, Option<Arc<BodyProgress>>), ProxyError> {
     headers::set_forwarded(&mut parts.headers, &conn.peer_ip, conn.scheme());
@@ -138,11 +137,12 @@ fn upstream_request(
     };
 
     use http_body::Body as _;
-    let (body, progress) = if body.is_end_stream() {
-        (Body::Stream(body), None)
-    } else {
-        let progress = Arc::new(BodyProgress::default());
-        (Body::Request(body, progress.clone()), Some(progress))
+    let (body, progress) = match body {
+        Body::Stream(body) if !body.is_end_stream() => {
+            let progress = Arc::new(BodyProgress::default());
+            (Body::Request(body, progress.clone()), Some(progress))
+        }
+        body => (body, None),
     };
     let mut out = Request::new(body);
     *out.method_mut() = parts.method.clone();

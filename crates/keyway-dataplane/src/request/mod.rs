@@ -27,7 +27,6 @@ use arc_swap::ArcSwap;
 use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use keyway_store::{Action, Config};
 
 use crate::access_log;
@@ -205,7 +204,7 @@ impl Gateway {
     pub async fn handle(
         self: Arc<Self>,
         conn: Arc<ConnInfo>,
-        req: Request<Incoming>,
+        req: Request<Body>,
     ) -> Response<Body> {
         let start = Instant::now();
         let config = self.config.load_full();
@@ -239,7 +238,7 @@ impl Gateway {
         config: &Config,
         conn: &ConnInfo,
         parts: &mut Parts,
-        body: Incoming,
+        body: Body,
         outcome: &mut Outcome,
     ) -> Result<Response<Body>, ProxyError> {
         // 1. One host, one path.
