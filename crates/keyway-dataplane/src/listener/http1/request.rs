@@ -1,0 +1,301 @@
+//! The request head: taken by Keyway's loop only when it is exactly what hyper's server
+//! would accept and read the same way, and free of anything that asks for hyper's handling
+//! (a body, a connection option, an upgrade, an expectation). Everything else is deferred
+//! with every byte, so hyper judges every malformed or ambiguous request.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Uri, Version};
+
+use super::Limits;
+use crate::body::Body;
+
+/// Most header fields a head may have to be taken here; more go to hyper, under its own
+/// limit.
+const MAX_HEADERS: usize = 128;
+
+/// What the start of the read buffer holds.
+// The large variant is the common one: boxing it would allocate for every request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(super) enum Parse {
+    /// Not a whole head yet.
+    Partial,
+    /// A request this loop serves (its head has left the buffer).
+    Request(Request<Body>),
+    /// A request for hyper: the head, if it has already left the buffer, goes first.
+    Defer(Option<Bytes>),
+}
+
+/// Where a field's name and value sit in the head.
+pub(super) struct Field {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Parses the request head at the start of `buf`. `fields` is scratch space, kept by the
+/// connection so no request allocates it.
+pub(super) fn parse(buf: &mut BytesMut, limits: Limits, fields: &mut Vec<Field>) -> Parse {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let slots = &mut slots[..limits.max_headers.min(MAX_HEADERS)];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < limits.max_head => return Parse::Partial,
+        _ => return Parse::Defer(None),
+    };
+    if len > limits.max_head || req.version != Some(1) {
+        return Parse::Defer(None);
+    }
+    let method = match req.method {
+        Some("GET") => Method::GET,
+        Some("HEAD") => Method::HEAD,
+        _ => return Parse::Defer(None),
+    };
+    let base = buf.as_ptr() as usize;
+    let at = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        (start, start + s.len())
+    };
+    let target = at(req.path.unwrap_or_default().as_bytes());
+    fields.clear();
+    for h in req.headers.iter() {
+        fields.push(Field {
+            name: at(h.name.as_bytes()),
+            value: at(h.value),
+        });
+    }
+    let head = buf.split_to(len).freeze();
+
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target.0..target.1)) else {
+        return Parse::Defer(Some(head));
+    };
+    // Room for the fields the request path adds (request id, forwarding, client id).
+    let mut headers = HeaderMap::with_capacity(fields.len() + 6);
+    for f in fields.iter() {
+        let Ok(name) = HeaderName::from_bytes(&head[f.name.0..f.name.1]) else {
+            return Parse::Defer(Some(head));
+        };
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+            || name == header::UPGRADE
+            || name == header::EXPECT
+            || name == header::TE
+        {
+            return Parse::Defer(Some(head));
+        }
+        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(f.value.0..f.value.1)) else {
+            return Parse::Defer(Some(head));
+        };
+        headers.append(name, value);
+    }
+    let mut req = Request::new(Body::Empty);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Parse::Request(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Response;
+    use std::sync::Arc;
+
+    const LIMITS: Limits = Limits {
+        max_headers: 100,
+        max_head: 8192,
+    };
+
+    fn parse_all(bytes: &[u8]) -> (Parse, BytesMut) {
+        let mut buf = BytesMut::from(bytes);
+        let p = parse(&mut buf, LIMITS, &mut Vec::new());
+        (p, buf)
+    }
+
+    #[test]
+    fn a_plain_get_is_taken_and_leaves_what_follows() {
+        let (p, rest) = parse_all(
+            b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-Api-Key: k\r\nAccept: */*\r\n\r\nGET /next",
+        );
+        let Parse::Request(req) = p else {
+            panic!("not taken: {p:?}")
+        };
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri(), "/a?b=c");
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.headers()["host"], "x");
+        assert_eq!(req.headers()["x-api-key"], "k");
+        assert_eq!(req.headers().len(), 3);
+        assert_eq!(&rest[..], b"GET /next");
+    }
+
+    #[test]
+    fn a_head_is_taken_and_a_partial_one_waits() {
+        assert!(matches!(
+            parse_all(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").0,
+            Parse::Request(r) if r.method() == Method::HEAD
+        ));
+        for cut in 1..27 {
+            let whole = b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n";
+            let (p, rest) = parse_all(&whole[..cut]);
+            assert!(matches!(p, Parse::Partial), "{cut}: {p:?}");
+            assert_eq!(rest.len(), cut, "nothing consumed");
+        }
+    }
+
+    #[test]
+    fn anything_else_goes_to_hyper_with_every_byte() {
+        let deferred: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nconnection: keep-alive\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+            b"GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET http://[::1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"get / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ];
+        for raw in deferred {
+            let (p, rest) = parse_all(raw);
+            let Parse::Defer(head) = p else {
+                panic!("{:?} was taken", String::from_utf8_lossy(raw))
+            };
+            let mut all = head.map(|h| h.to_vec()).unwrap_or_default();
+            all.extend_from_slice(&rest);
+            assert_eq!(all, *raw, "every byte goes to hyper");
+        }
+    }
+
+    #[test]
+    fn more_fields_or_bytes_than_hyper_allows_go_to_hyper() {
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..101 {
+            many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(parse_all(&many).0, Parse::Defer(None)));
+
+        let long = format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(8200));
+        assert!(matches!(parse_all(long.as_bytes()).0, Parse::Defer(None)));
+        // Still partial, but already past the limit.
+        assert!(matches!(
+            parse_all(&long.as_bytes()[..8195]).0,
+            Parse::Defer(None)
+        ));
+    }
+
+    /// What hyper's server (configured as Keyway's) reads as the first request of a
+    /// connection that sends `bytes` and ends: method, target and fields, if it took one.
+    async fn hyper_reads(bytes: &[u8]) -> Option<(Method, String, Vec<(String, Vec<u8>)>)> {
+        use std::convert::Infallible;
+        use std::sync::Mutex;
+        use tokio::io::AsyncWriteExt;
+        let seen = Arc::new(Mutex::new(None));
+        let into = seen.clone();
+        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let fields = req
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect::<Vec<_>>();
+            *into.lock().unwrap() = Some((req.method().clone(), req.uri().to_string(), fields));
+            async { Ok::<_, Infallible>(Response::new(Body::Empty)) }
+        });
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .max_headers(LIMITS.max_headers)
+            .max_buf_size(LIMITS.max_head)
+            .serve_connection(hyper_util::rt::TokioIo::new(server), service);
+        client.write_all(bytes).await.unwrap();
+        client.shutdown().await.unwrap();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn).await;
+        let got = seen.lock().unwrap().take();
+        got
+    }
+
+    /// Requests the loop takes, and near misses of them.
+    const SEEDS: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        b"GET /a/b?c=d&e=%2F HTTP/1.1\r\nhost: h\r\nx-api-key: k\r\ncookie: a=b; c=d\r\n\r\n",
+        b"HEAD /x HTTP/1.1\r\nHost: h:8080\r\nAccept: */*\r\nX-Obs: caf\xc3\xa9\t!\r\n\r\n",
+        b"GET http://h/abs?q HTTP/1.1\r\nhost: other\r\nx-forwarded-for: 1.2.3.4\r\n\r\n",
+        b"GET /p HTTP/1.1\nHost: h\nA:\n\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ];
+    const BYTES: &[u8] = b" \t\r\n:;,/?#%@[]\"\x00\x7f\x80\xffaZ0-_.~Hh";
+
+    fn mutate(rng: &mut fastrand::Rng, seed: &[u8]) -> Vec<u8> {
+        let mut v = seed.to_vec();
+        for _ in 0..rng.usize(1..=3) {
+            let at = rng.usize(..=v.len());
+            let b = BYTES[rng.usize(..BYTES.len())];
+            match rng.u8(..3) {
+                0 => v.insert(at, b),
+                1 if at < v.len() => {
+                    v.remove(at);
+                }
+                _ if at < v.len() => v[at] = b,
+                _ => v.push(b),
+            }
+        }
+        v
+    }
+
+    /// The loop takes a request only if hyper's server would, and reads it as hyper does;
+    /// a request it takes was never taken or refused earlier from a prefix of it, so how
+    /// the bytes arrive does not change the decision.
+    #[tokio::test]
+    async fn what_the_loop_takes_hyper_takes_and_reads_the_same() {
+        let mut rng = fastrand::Rng::with_seed(0x6b65_7977_6179);
+        let mut taken = 0;
+        for round in 0..4000 {
+            let seed = SEEDS[round % SEEDS.len()];
+            let input = if round < SEEDS.len() {
+                seed.to_vec()
+            } else {
+                mutate(&mut rng, seed)
+            };
+            let (parsed, rest) = parse_all(&input);
+            let Parse::Request(req) = parsed else {
+                continue;
+            };
+            taken += 1;
+            let len = input.len() - rest.len();
+            let shown = String::from_utf8_lossy(&input).into_owned();
+            let fields: Vec<(String, Vec<u8>)> = req
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect();
+            let ours = (req.method().clone(), req.uri().to_string(), fields);
+            assert_eq!(
+                hyper_reads(&input[..len]).await.as_ref(),
+                Some(&ours),
+                "{shown:?}"
+            );
+            for cut in 0..len {
+                assert!(
+                    matches!(parse_all(&input[..cut]).0, Parse::Partial),
+                    "{shown:?} cut at {cut}"
+                );
+            }
+        }
+        // The mutations must leave enough requests whole for this to mean something.
+        assert!(taken > 500, "only {taken} taken");
+    }
+}
