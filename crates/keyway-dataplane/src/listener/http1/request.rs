@@ -227,6 +227,28 @@ mod tests {
         got
     }
 
+    /// A `GET` head of exactly `len` bytes.
+    fn head_of_len(len: usize) -> Vec<u8> {
+        let frame = "GET / HTTP/1.1\r\nx: \r\n\r\n".len();
+        format!("GET / HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(len - frame)).into_bytes()
+    }
+
+    #[tokio::test]
+    async fn the_size_limit_is_hypers_to_the_byte() {
+        let max = LIMITS.max_head;
+        // A whole head of the limit: hyper takes it, and so does the loop.
+        let at = head_of_len(max);
+        assert!(matches!(parse_all(&at).0, Parse::Request(_)));
+        assert!(hyper_reads(&at).await.is_some());
+        // One byte more: hyper refuses it, and the loop leaves it to hyper.
+        let over = head_of_len(max + 1);
+        assert!(matches!(parse_all(&over).0, Parse::Defer(None)));
+        assert!(hyper_reads(&over).await.is_none());
+        // Unfinished at the limit: it can only grow past it, so it goes to hyper now.
+        assert!(matches!(parse_all(&over[..max]).0, Parse::Defer(None)));
+        assert!(matches!(parse_all(&over[..max - 1]).0, Parse::Partial));
+    }
+
     /// Requests the loop takes, and near misses of them.
     const SEEDS: &[&[u8]] = &[
         b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
