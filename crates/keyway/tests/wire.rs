@@ -761,3 +761,59 @@ async fn a_client_that_leaves_mid_request_has_its_upstream_exchange_dropped() {
         .expect("the upstream connection closes once the client has gone")
         .unwrap();
 }
+
+/// Python's `http.client` (a client we did not write, strict about framing: it reads a
+/// `HEAD` answer's length without a body, de-chunks, and drops a connection the server
+/// says it will close) keeps one connection through Keyway's own loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_http_client_keeps_one_connection_through_every_framing() {
+    let up = RawUpstream::with(|r| framed(r, 1000)).await;
+    let h = keyed(&up, false).await;
+    let script = format!(
+        r#"
+import http.client
+c = http.client.HTTPConnection("127.0.0.1", {port}, timeout=5)
+connects = 0
+connect = c.connect
+def counted():
+    global connects
+    connects += 1
+    connect()
+c.connect = counted
+for method, path in [("GET", "/chunked"), ("HEAD", "/head"), ("GET", "/long"),
+                     ("GET", "/no-content"), ("GET", "/to-the-end"), ("GET", "/close")]:
+    c.request(method, path, headers={{"host": "h", "x-api-key": "k-alice-1"}})
+    r = c.getresponse()
+    body = r.read()
+    print(method, path, r.status, len(body), r.version)
+print("connects", connects)
+"#,
+        port = h.addr(80).port()
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(keyway_testkit::external::program("python3"))
+            .args(["-c", &script])
+            .output()
+            .expect("run python3")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "GET /chunked 200 12 11",
+            "HEAD /head 200 0 11",
+            "GET /long 200 1000 11",
+            "GET /no-content 204 0 11",
+            "GET /to-the-end 200 25 11",
+            "GET /close 200 3 11",
+            "connects 1",
+        ]
+    );
+}
