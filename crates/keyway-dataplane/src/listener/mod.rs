@@ -417,7 +417,7 @@ async fn drive<IO>(
         let gateway = gateway.clone();
         let info = info.clone();
         async move {
-            let resp = gateway.handle(info, req.map(Body::Stream)).await;
+            let resp = gateway.handle(&info, req.map(Body::Stream)).await;
             Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
         }
     });

@@ -201,11 +201,7 @@ impl Gateway {
 
     /// Serves one request that arrived on connection `conn`: the whole request path, from
     /// normalising the request to the access-log line.
-    pub async fn handle(
-        self: Arc<Self>,
-        conn: Arc<ConnInfo>,
-        req: Request<Body>,
-    ) -> Response<Body> {
+    pub async fn handle(&self, conn: &ConnInfo, req: Request<Body>) -> Response<Body> {
         let start = Instant::now();
         let config = self.config.load_full();
         let (mut parts, body) = req.into_parts();
@@ -219,7 +215,7 @@ impl Gateway {
         };
         let mut outcome = Outcome::default();
         let response = match self
-            .serve(&config, &conn, &mut parts, body, &mut outcome)
+            .serve(&config, conn, &mut parts, body, &mut outcome)
             .await
         {
             Ok(r) => r,
@@ -229,7 +225,7 @@ impl Gateway {
                 e.into_response()
             }
         };
-        self.record(&parts, &conn, &request_id, &outcome, &response, start);
+        self.record(&parts, conn, &request_id, &outcome, &response, start);
         response
     }
 

@@ -75,8 +75,8 @@ pub(crate) enum Ended<IO> {
 /// Serves requests on `io` until the connection ends or a request goes to hyper.
 pub(crate) async fn serve<IO>(
     mut io: IO,
-    gateway: &Arc<Gateway>,
-    info: &Arc<ConnInfo>,
+    gateway: &Gateway,
+    info: &ConnInfo,
     control: &Arc<Control>,
     limits: Limits,
 ) -> Ended<IO>
@@ -113,7 +113,7 @@ where
         // 2. Serve it, dropping it if the client goes away meanwhile.
         let is_head = req.method() == Method::HEAD;
         let in_flight = control.begin();
-        let handler = gateway.clone().handle(info.clone(), req);
+        let handler = gateway.handle(info, req);
         tokio::pin!(handler);
         let resp = poll_fn(|cx| {
             if let Poll::Ready(r) = handler.as_mut().poll(cx) {
