@@ -157,16 +157,9 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, Malformed> {
         } else if name == header::TRANSFER_ENCODING {
             coded = true;
             // The last coding of the last field decides (RFC 9112 §6.3, rule 4).
-            chunked = h
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked = ends_with_chunked(h.value);
         } else if name == header::CONNECTION {
-            close |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            close |= lists_close(h.value);
         }
         headers.append(name, value);
     }
@@ -207,8 +200,23 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, Malformed> {
     ))
 }
 
+/// Whether a `Transfer-Encoding` value's last coding is `chunked`.
+pub(crate) fn ends_with_chunked(value: &[u8]) -> bool {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Whether a `Connection` value lists `close`.
+pub(crate) fn lists_close(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
 /// One `Content-Length` field: a decimal number, or a list of the same one.
-fn content_length(value: &[u8]) -> Result<u64, Malformed> {
+pub(crate) fn content_length(value: &[u8]) -> Result<u64, Malformed> {
     let mut found: Option<u64> = None;
     for part in value.split(|&b| b == b',') {
         let digits = part.trim_ascii();

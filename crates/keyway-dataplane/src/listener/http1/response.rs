@@ -9,13 +9,14 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::response::Parts;
 use http::{Response, StatusCode};
 use http_body::Body as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::body::Body;
+use crate::upstream::h1;
 
 /// Response bytes gathered before a write, and the data frame size above which a frame is
 /// written as it is instead of copied.
@@ -199,8 +200,8 @@ fn encode_head(
             if !keep_fields {
                 continue;
             }
-            te_ends_chunked = ends_with_chunked(value);
-        } else if name == header::CONNECTION && has_close(value) {
+            te_ends_chunked = h1::ends_with_chunked(value.as_bytes());
+        } else if name == header::CONNECTION && h1::lists_close(value.as_bytes()) {
             close_said = true;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -228,37 +229,18 @@ fn encode_head(
     (framing, !closing && !close_said)
 }
 
-/// The response's `Content-Length`, if it has exactly one valid value (repeated copies of
-/// it count as one).
+/// The response's `Content-Length`, if every copy of it is valid and they agree (the
+/// upstream reader's rule, [`h1::content_length`]).
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     let mut found = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
-        let s = v.to_str().ok()?;
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let n: u64 = s.parse().ok()?;
+        let n = h1::content_length(v.as_bytes()).ok()?;
         if found.is_some_and(|f| f != n) {
             return None;
         }
         found = Some(n);
     }
     found
-}
-
-fn ends_with_chunked(value: &HeaderValue) -> bool {
-    value
-        .as_bytes()
-        .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-fn has_close(value: &HeaderValue) -> bool {
-    value
-        .as_bytes()
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// Appends the current time as an HTTP date, formatted at most once a second per thread.
@@ -280,7 +262,7 @@ fn date(out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::header::HeaderName;
+    use http::header::{HeaderName, HeaderValue};
 
     fn head_of(resp: Response<Body>, is_head: bool, closing: bool) -> (String, Framing, bool) {
         let (parts, body) = resp.into_parts();
