@@ -34,8 +34,8 @@ pub enum Body {
     /// An upstream response body; its connection goes back to the pool once it has been
     /// read to the end.
     Upstream(Incoming, Option<Checkin>),
-    /// An upstream response body read by Keyway's own HTTP/1 reader (boxed: the common
-    /// response is whole by the time its head is read and never needs one).
+    /// An upstream response read by Keyway's own HTTP/1 reader: its body, and its header
+    /// fields while they are still bytes (boxed: it is the largest variant).
     Direct(Box<DirectBody>),
 }
 

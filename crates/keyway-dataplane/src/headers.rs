@@ -39,8 +39,9 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 /// `Transfer-Encoding` is left to hyper, which re-frames the body itself.
 ///
 /// One pass over the names finds which hop-by-hop headers are present, and only those are
-/// removed: most requests carry none, and most responses only `Connection: keep-alive`, so
-/// eight hashed removals of absent headers (2% of a request's instructions) are skipped.
+/// removed: most requests carry none, so eight hashed removals of absent headers (2% of a
+/// request's instructions) are skipped. (Responses read by Keyway's own HTTP/1 reader drop
+/// their hop-by-hop fields as they are read, by the same rules: `upstream::fields`.)
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = 0u8;
     for k in headers.keys() {

@@ -645,6 +645,59 @@ async fn keep_alive_requests_get_every_framing_back_whole_on_one_connection() {
     assert_eq!(targets, want);
 }
 
+/// The field lines of a response head, sorted, but for `connection`.
+fn field_lines(head: &str) -> Vec<String> {
+    let mut lines: Vec<String> = head
+        .split("\r\n")
+        .skip(1)
+        .filter(|l| !l.is_empty() && !l.starts_with("connection:"))
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn upstream_fields_reach_the_client_alike_from_the_loop_and_from_hyper() {
+    // The loop copies the upstream's end-to-end fields as bytes; hyper's server writes
+    // them from a map. Both must send the same fields: lower-case names, repeated fields
+    // in order, the upstream's `date`, no hop-by-hop field, one framing field.
+    let up = RawUpstream::with(|_| {
+        Reply::raw(
+            "HTTP/1.1 200 OK\r\nServer: up\r\nX-A: 1\r\nConnection: keep-alive, Upgrade\r\nKeep-Alive: timeout=5\r\nSet-Cookie: s=1\r\nDate: Tue, 01 Dec 2026 10:00:00 GMT\r\nx-a: 2\r\nProxy-Connection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+        )
+    })
+    .await;
+    let h = keyed(&up, false).await;
+    let both = format!("{}{}", kept("/loop"), last("/hyper"));
+    let raw = raw_exchange(h.addr(80), both.as_bytes(), Duration::from_secs(5)).await;
+    let heads = heads(&raw);
+    assert_eq!(heads.len(), 2, "{heads:#?}");
+    let (from_loop, from_hyper) = (field_lines(&heads[0]), field_lines(&heads[1]));
+    assert_eq!(
+        from_loop,
+        [
+            "content-length: 2",
+            "date: Tue, 01 Dec 2026 10:00:00 GMT",
+            "server: up",
+            "set-cookie: s=1",
+            "x-a: 1",
+            "x-a: 2",
+        ],
+        "{heads:#?}"
+    );
+    assert_eq!(from_loop, from_hyper, "{heads:#?}");
+    for head in &heads {
+        let a: Vec<&str> = head
+            .split("\r\n")
+            .filter(|l| l.starts_with("x-a:"))
+            .collect();
+        assert_eq!(a, ["x-a: 1", "x-a: 2"], "{head}");
+    }
+    assert!(!heads[0].contains("connection"), "{}", heads[0]);
+    assert_eq!(support::responses(&raw).len(), 2);
+}
+
 #[tokio::test]
 async fn a_head_request_kept_alive_gets_the_fields_of_a_get_and_no_body() {
     let up = RawUpstream::with(|r| framed(r, 10)).await;

@@ -417,7 +417,9 @@ async fn drive<IO>(
         let gateway = gateway.clone();
         let info = info.clone();
         async move {
-            let resp = gateway.handle(&info, req.map(Body::Stream)).await;
+            let mut resp = gateway.handle(&info, req.map(Body::Stream)).await;
+            // hyper writes the map only.
+            crate::upstream::fields::materialize(&mut resp);
             Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
         }
     });

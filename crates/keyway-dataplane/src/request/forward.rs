@@ -13,7 +13,7 @@ use super::{redirect, ConnInfo, Gateway, Outcome, ProxyError};
 use crate::body::{Body, BodyProgress};
 use crate::headers;
 use crate::metrics::{now_ms, UpstreamLabels};
-use crate::upstream::{Timeouts, UpstreamError};
+use crate::upstream::{fields, Timeouts, UpstreamError};
 
 impl Gateway {
     #[allow(clippy::too_many_arguments)]
@@ -166,11 +166,12 @@ fn filter_response(resp: Response<Body>, f: &Forward, backend: &WeightedBackend)
     if rp.version == Version::HTTP_10 {
         rp.version = Version::HTTP_11;
     }
-    if !f.response_headers.is_empty() {
-        f.response_headers.apply(&mut rp.headers);
+    let mut resp = Response::from_parts(rp, rb);
+    if !f.response_headers.is_empty() || !backend.response_headers.is_empty() {
+        // The filters work on a map: fields kept as bytes join it first.
+        fields::materialize(&mut resp);
+        f.response_headers.apply(resp.headers_mut());
+        backend.response_headers.apply(resp.headers_mut());
     }
-    if !backend.response_headers.is_empty() {
-        backend.response_headers.apply(&mut rp.headers);
-    }
-    Response::from_parts(rp, rb)
+    resp
 }

@@ -15,6 +15,7 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::fields::RawFields;
 use super::h1::{self, Chunked, Framing, Head, Malformed, Parsed, Step};
 use super::Home;
 use crate::body::BodyError;
@@ -147,16 +148,23 @@ enum State {
     Chunked(Chunked),
     /// Up to the end of the connection.
     Close,
+    /// Read to its end, the connection released: these bytes are all that is left.
+    Whole(Option<Bytes>),
 }
 
-/// An upstream response body read straight from its connection. Its connection goes back
-/// to the pool once the body has been read to its end (if the response allows reuse); a
-/// body dropped half-read closes it.
+/// An upstream response read by Keyway's own HTTP/1 reader: its body, read straight from
+/// its connection, and its end-to-end fields while they are still bytes (see
+/// [`super::fields`]).
+///
+/// The connection goes back to the pool once the body has been read to its end (if the
+/// response allows reuse); a body dropped half-read closes it. The common small response
+/// is whole by the time its head is read: its connection is released at once.
 pub struct DirectBody {
-    /// `None` once the body has ended (or failed).
+    /// `None` once the body has been read (or failed).
     conn: Option<Conn>,
     state: State,
     home: Option<Home>,
+    fields: Option<RawFields>,
 }
 
 impl fmt::Debug for DirectBody {
@@ -176,36 +184,60 @@ pub(crate) fn release(conn: Conn, home: Option<Home>) {
 }
 
 impl DirectBody {
-    /// The body of a response with `framing` whose head `conn` has just read; `None` when
-    /// there is no body to read (then the connection has been released).
-    pub(crate) fn start(mut conn: Conn, framing: Framing, home: Option<Home>) -> DirectOrDone {
-        let state = match framing {
-            Framing::Empty => {
-                release(conn, home);
-                return DirectOrDone::Done(None);
-            }
-            Framing::Length(len) => match conn.take_whole(len) {
-                Some(whole) => {
-                    release(conn, home);
-                    return DirectOrDone::Done((len > 0).then_some(whole));
-                }
-                None => State::Length(len),
-            },
-            Framing::Chunked => State::Chunked(Chunked::Size),
-            Framing::Close => State::Close,
+    /// The response whose head `conn` has just read, with `framing` and `fields`.
+    pub(crate) fn start(
+        mut conn: Conn,
+        framing: Framing,
+        home: Option<Home>,
+        fields: Option<RawFields>,
+    ) -> Self {
+        let whole = match framing {
+            Framing::Empty => Some(None),
+            Framing::Length(len) => conn.take_whole(len).map(|b| (len > 0).then_some(b)),
+            Framing::Chunked | Framing::Close => None,
         };
-        DirectOrDone::Direct(DirectBody {
+        if let Some(bytes) = whole {
+            release(conn, home);
+            return DirectBody {
+                conn: None,
+                state: State::Whole(bytes),
+                home: None,
+                fields,
+            };
+        }
+        let state = match framing {
+            Framing::Length(len) => State::Length(len),
+            Framing::Chunked => State::Chunked(Chunked::Size),
+            _ => State::Close,
+        };
+        DirectBody {
             conn: Some(conn),
             state,
             home,
-        })
+            fields,
+        }
     }
-}
 
-/// A body still to be read from the connection, or one complete already.
-pub(crate) enum DirectOrDone {
-    Direct(DirectBody),
-    Done(Option<Bytes>),
+    /// A whole body with no connection behind it, for tests.
+    #[cfg(test)]
+    pub(crate) fn whole(bytes: Option<Bytes>, fields: Option<RawFields>) -> Self {
+        DirectBody {
+            conn: None,
+            state: State::Whole(bytes),
+            home: None,
+            fields,
+        }
+    }
+
+    /// The response's fields, while they are bytes.
+    pub fn fields(&self) -> Option<&RawFields> {
+        self.fields.as_ref()
+    }
+
+    /// Takes the response's fields, to put them into a map.
+    pub fn take_fields(&mut self) -> Option<RawFields> {
+        self.fields.take()
+    }
 }
 
 fn error(e: impl Into<BodyError>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
@@ -220,10 +252,15 @@ impl http_body::Body for DirectBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let DirectBody { conn, state, home } = self.get_mut();
+        let DirectBody {
+            conn, state, home, ..
+        } = self.get_mut();
         loop {
             let Some(c) = conn.as_mut() else {
-                return Poll::Ready(None);
+                return Poll::Ready(match state {
+                    State::Whole(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
+                    _ => None,
+                });
             };
             // What the buffer already holds.
             match state {
@@ -259,6 +296,7 @@ impl http_body::Body for DirectBody {
                     return Poll::Ready(Some(Ok(Frame::data(c.buf.split().freeze()))));
                 }
                 State::Close => {}
+                State::Whole(_) => unreachable!("a whole body has no connection"),
             }
             // Then the socket.
             if c.buf.capacity() - c.buf.len() < READ_ROOM / 4 {
@@ -283,11 +321,12 @@ impl http_body::Body for DirectBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.conn.is_none()
+        self.conn.is_none() && !matches!(self.state, State::Whole(Some(_)))
     }
 
     fn size_hint(&self) -> SizeHint {
         match (&self.conn, &self.state) {
+            (None, State::Whole(Some(b))) => SizeHint::with_exact(b.len() as u64),
             (None, _) => SizeHint::with_exact(0),
             (Some(_), State::Length(left)) => SizeHint::with_exact(*left),
             _ => SizeHint::default(),

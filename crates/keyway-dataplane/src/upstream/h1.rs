@@ -7,6 +7,8 @@
 //! instructions of a proxied request (`bench/instructions.sh`). Here the request's own
 //! task writes the head in one `write`, reads and parses the response head with httparse,
 //! and the response body is read from the socket as the client's connection asks for it.
+//! The response's end-to-end fields stay bytes until something needs them as a map
+//! ([`super::fields`]).
 //! Requests with a body, whose upload races the response, stay on hyper's client.
 //!
 //! Only idempotent requests take this path, so a pooled connection the upstream closed
@@ -31,8 +33,10 @@ use std::fmt;
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
+
+use super::fields::{self, RawFields};
 
 /// The longest response head (and trailer section) accepted, as hyper's client allows.
 pub const MAX_HEAD: usize = 8192 + 4096 * 100;
@@ -83,12 +87,47 @@ pub struct Head {
     pub status: StatusCode,
     /// The upstream's HTTP version (of its hop only).
     pub version: Version,
-    /// Every field as received.
-    pub headers: HeaderMap,
+    /// The fields: as bytes, or as a map where they need more than passing on.
+    pub fields: Fields,
     /// How the body is delimited.
     pub framing: Framing,
     /// Whether the connection may carry another request once the body is read.
     pub reusable: bool,
+}
+
+/// A response head's fields, in the form [`parse_head`] found them to need.
+#[derive(Debug)]
+pub enum Fields {
+    /// End-to-end fields only, as bytes (see [`super::fields`]).
+    Raw(RawFields),
+    /// Every field as received, for the general rules (`filter_response`).
+    Map(HeaderMap),
+}
+
+impl Fields {
+    /// The fields as a map, as the general rules would leave them.
+    pub fn into_map(self) -> HeaderMap {
+        match self {
+            Fields::Map(m) => m,
+            Fields::Raw(r) => {
+                let mut m = HeaderMap::new();
+                r.append_to(&mut m);
+                m
+            }
+        }
+    }
+}
+
+/// Every field as received, in a map.
+fn header_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, Malformed> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for h in fields {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Malformed("header name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| Malformed("header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// What the start of a buffer holds.
@@ -139,30 +178,17 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, Malformed> {
         Some(1) => Version::HTTP_11,
         _ => Version::HTTP_10,
     };
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
-    let mut length: Option<u64> = None;
-    let mut coded = false;
-    let mut chunked = false;
-    let mut close = false;
-    for h in resp.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Malformed("header name"))?;
-        let value = HeaderValue::from_bytes(h.value).map_err(|_| Malformed("header value"))?;
-        if name == header::CONTENT_LENGTH {
-            let n = content_length(h.value)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Malformed("differing Content-Length values"));
-            }
-            length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
-            coded = true;
-            // The last coding of the last field decides (RFC 9112 §6.3, rule 4).
-            chunked = ends_with_chunked(h.value);
-        } else if name == header::CONNECTION {
-            close |= lists_close(h.value);
-        }
-        headers.append(name, value);
-    }
+    let fields::Scan {
+        length,
+        coded,
+        chunked,
+        close,
+        raw,
+    } = fields::scan(resp.headers)?;
+    let fields = match raw {
+        Some(raw) => Fields::Raw(raw),
+        None => Fields::Map(header_map(resp.headers)?),
+    };
     if coded && version == Version::HTTP_10 {
         return Err(Malformed("Transfer-Encoding in an HTTP/1.0 response"));
     }
@@ -192,7 +218,7 @@ pub fn parse_head(buf: &[u8], method: &Method) -> Result<Parsed, Malformed> {
         Head {
             status,
             version,
-            headers,
+            fields,
             framing,
             reusable,
         },
@@ -368,6 +394,170 @@ fn hex(d: u8) -> u8 {
 mod tests {
     use super::*;
 
+    /// Every field of a head as the general path reads it: a map of every field, then the
+    /// hop-by-hop strip and the framing rule of `filter_response`.
+    fn as_general_path(head: &[u8]) -> HeaderMap {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut slots);
+        resp.parse(head).unwrap();
+        let mut map = header_map(resp.headers).unwrap();
+        crate::headers::strip_hop_by_hop(&mut map);
+        if map.contains_key(http::header::TRANSFER_ENCODING) {
+            map.remove(http::header::CONTENT_LENGTH);
+        }
+        map
+    }
+
+    #[test]
+    fn fields_kept_as_bytes_are_what_the_general_path_would_pass_on() {
+        // Random heads from fields that matter to the strip and the framing, in any case
+        // and order: whenever the parser keeps the fields as bytes, they are the map the
+        // general path would have left (per name, values in order).
+        const NAMES: &[&str] = &[
+            "Content-Length",
+            "content-length",
+            "Transfer-Encoding",
+            "Connection",
+            "connection",
+            "Keep-Alive",
+            "TE",
+            "Upgrade",
+            "Proxy-Connection",
+            "Proxy-Authenticate",
+            "Proxy-Authorization",
+            "Date",
+            "close",
+            "Close",
+            "Host",
+            "X-A",
+            "x-a",
+            "Server",
+            "Set-Cookie",
+            "Trailer",
+        ];
+        const VALUES: &[&str] = &[
+            "5",
+            "5, 5",
+            "0",
+            "chunked",
+            "gzip, chunked",
+            "close",
+            "keep-alive",
+            "Close",
+            "x-a",
+            "close, x-a",
+            "Host",
+            "te, upgrade",
+            "keep-alive, Upgrade",
+            "",
+            "a b",
+            "proxy-connection",
+            "date",
+            "content-length",
+            "timeout=5",
+            "\u{e9}",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x6b6579);
+        let (mut as_bytes, mut as_map) = (0, 0);
+        for _ in 0..5_000 {
+            let mut head = String::from("HTTP/1.1 200 OK\r\n");
+            for _ in 0..rng.usize(0..7) {
+                let name = NAMES[rng.usize(..NAMES.len())];
+                let value = VALUES[rng.usize(..VALUES.len())];
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            head.push_str("\r\n");
+            let Ok(Parsed::Final(parsed, _)) = parse_head(head.as_bytes(), &Method::GET) else {
+                continue;
+            };
+            match parsed.fields {
+                Fields::Raw(raw) => {
+                    as_bytes += 1;
+                    let mut map = HeaderMap::new();
+                    raw.append_to(&mut map);
+                    assert_eq!(map, as_general_path(head.as_bytes()), "{head}");
+                    let te = map.contains_key(http::header::TRANSFER_ENCODING);
+                    assert_eq!(raw.coded, te, "{head}");
+                    assert_eq!(
+                        raw.length.is_some(),
+                        map.contains_key(http::header::CONTENT_LENGTH),
+                        "{head}"
+                    );
+                    assert_eq!(raw.has_date, map.contains_key(http::header::DATE), "{head}");
+                }
+                Fields::Map(_) => as_map += 1,
+            }
+        }
+        // Both forms were exercised.
+        assert!(
+            as_bytes > 1_000 && as_map > 500,
+            "{as_bytes} as bytes, {as_map} as maps"
+        );
+    }
+
+    #[test]
+    fn fields_need_a_map_only_where_the_strip_would_decide() {
+        let form = |fields: &str| {
+            let head = format!("HTTP/1.1 200 OK\r\n{fields}\r\n");
+            match head_of(&head) {
+                Fields::Raw(_) => "bytes",
+                Fields::Map(_) => "map",
+            }
+        };
+        // Bytes: nothing, or a `Connection` list of hop-by-hop names, `close`, `host`.
+        assert_eq!(form(""), "bytes");
+        assert_eq!(
+            form("Connection: keep-alive, Upgrade, TE, host\r\nKeep-Alive: 5\r\n"),
+            "bytes"
+        );
+        assert_eq!(form("Connection: close\r\ncontent-length: 1\r\n"), "bytes");
+        assert_eq!(form("transfer-encoding: gzip, chunked\r\n"), "bytes");
+        // A map: a list naming an end-to-end field, `close` naming a field called
+        // `close`, two framing fields of either kind.
+        assert_eq!(form("Connection: x-a\r\nx-a: 1\r\n"), "map");
+        assert_eq!(form("Connection: close\r\nclose: 1\r\n"), "map");
+        assert_eq!(form("content-length: 1\r\ncontent-length: 1\r\n"), "map");
+        assert_eq!(
+            form("transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n"),
+            "map"
+        );
+        assert_eq!(
+            form("content-length: 1\r\ntransfer-encoding: chunked\r\n"),
+            "map"
+        );
+    }
+
+    #[test]
+    fn fields_as_bytes_are_lower_case_lines_with_the_framing_field_last() {
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nServer: up\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Multi: 1\r\nDate: d\r\nX-Multi: 2\r\n\r\n";
+        let Fields::Raw(raw) = head_of(head) else {
+            panic!("bytes expected");
+        };
+        assert_eq!(
+            raw.end_to_end(),
+            b"server: up\r\nx-multi: 1\r\ndate: d\r\nx-multi: 2\r\n"
+        );
+        assert_eq!(raw.framing(), b"content-length: 2\r\n");
+        assert_eq!(
+            (raw.length, raw.coded, raw.has_date),
+            (Some(2), false, true)
+        );
+        let Fields::Raw(raw) = head_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        else {
+            panic!("bytes expected");
+        };
+        assert_eq!(raw.end_to_end(), b"");
+        assert_eq!(raw.framing(), b"transfer-encoding: chunked\r\n");
+        assert_eq!((raw.length, raw.coded, raw.has_date), (None, true, false));
+    }
+
+    fn head_of(s: &str) -> Fields {
+        match parse_head(s.as_bytes(), &Method::GET).unwrap() {
+            Parsed::Final(h, _) => h.fields,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn head(bytes: &str, method: Method) -> Head {
         match parse_head(bytes.as_bytes(), &method).unwrap() {
             Parsed::Final(h, n) => {
@@ -419,7 +609,7 @@ mod tests {
         let h = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", Method::GET);
         assert_eq!((h.framing, h.reusable), (Framing::Length(5), true));
         assert_eq!(h.status, StatusCode::OK);
-        assert_eq!(h.headers["content-length"], "5");
+        assert_eq!(h.fields.into_map()["content-length"], "5");
         let h = head(
             "HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\nContent-Length: 7\r\n\r\n",
             Method::GET,

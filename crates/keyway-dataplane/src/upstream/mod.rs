@@ -24,6 +24,7 @@
 
 pub mod direct;
 pub mod endpoints;
+pub mod fields;
 pub mod h1;
 
 use std::collections::{HashMap, HashSet};
@@ -38,7 +39,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{Body, BodyProgress};
-use direct::{Conn, DirectBody, DirectOrDone, ExchangeError};
+use direct::{Conn, DirectBody, ExchangeError};
 
 /// Why an upstream request failed; each maps to one status.
 #[derive(Debug, PartialEq, Eq)]
@@ -426,15 +427,17 @@ impl UpstreamClient {
                 pool: self.pool.clone(),
                 authority: authority.clone(),
             });
-            let body = match DirectBody::start(conn, head.framing, home) {
-                DirectOrDone::Done(None) => Body::Empty,
-                DirectOrDone::Done(Some(whole)) => Body::full(whole),
-                DirectOrDone::Direct(d) => Body::Direct(Box::new(d)),
+            let (map, raw) = match head.fields {
+                h1::Fields::Raw(raw) => (None, Some(raw)),
+                h1::Fields::Map(map) => (Some(map), None),
             };
-            let mut resp = Response::new(body);
+            let body = DirectBody::start(conn, head.framing, home, raw);
+            let mut resp = Response::new(Body::Direct(Box::new(body)));
             *resp.status_mut() = head.status;
             *resp.version_mut() = head.version;
-            *resp.headers_mut() = head.headers;
+            if let Some(map) = map {
+                *resp.headers_mut() = map;
+            }
             return Ok(resp);
         }
     }

@@ -1,5 +1,6 @@
 //! The response on the wire, as hyper's server would write it: lower-case field names in
-//! the map's order, `date` unless the response has one, `content-length` from the body when
+//! the map's order (an upstream's fields kept as bytes in the upstream's order, see
+//! [`crate::upstream::fields`]), `date` unless the response has one, `content-length` from the body when
 //! its size is known and `transfer-encoding: chunked` when it is not, no body for `HEAD`,
 //! `1xx`, `204` and `304`; the body's bytes gathered into as few writes as it allows.
 
@@ -16,6 +17,7 @@ use http_body::Body as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::body::Body;
+use crate::upstream::fields;
 use crate::upstream::h1;
 
 /// Response bytes gathered before a write, and the data frame size above which a frame is
@@ -165,8 +167,11 @@ fn encode_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
 
-    let has_te = headers.contains_key(header::TRANSFER_ENCODING);
-    let length = content_length(headers);
+    // The upstream's fields, when they came as bytes (the map is then empty but for what
+    // the gateway added).
+    let raw = fields::of(body);
+    let has_te = headers.contains_key(header::TRANSFER_ENCODING) || raw.is_some_and(|r| r.coded);
+    let length = content_length(headers).or(raw.and_then(|r| r.length));
     let exact = body.size_hint().exact();
     // (framing, keep the response's own framing fields, a length to write ourselves)
     let (framing, keep_fields, own_length) =
@@ -209,6 +214,17 @@ fn encode_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    if let Some(raw) = raw {
+        out.extend_from_slice(raw.end_to_end());
+        let framing_field = raw.framing();
+        if raw.coded && keep_fields {
+            let value = &framing_field[b"transfer-encoding: ".len()..framing_field.len() - 2];
+            te_ends_chunked = h1::ends_with_chunked(value);
+            out.extend_from_slice(framing_field);
+        } else if raw.length.is_some() && keep_fields && !has_te {
+            out.extend_from_slice(framing_field);
+        }
+    }
     if let Some(n) = own_length {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -217,7 +233,7 @@ fn encode_head(
     if framing == Framing::Chunked && !te_ends_chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    if !headers.contains_key(header::DATE) {
+    if !raw.is_some_and(|r| r.has_date) && !headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
         date(out);
         out.extend_from_slice(b"\r\n");
@@ -383,5 +399,86 @@ mod tests {
         assert_eq!(hex_len(0, &mut b), b"0");
         assert_eq!(hex_len(255, &mut b), b"ff");
         assert_eq!(hex_len(0x10000, &mut b), b"10000");
+    }
+
+    #[test]
+    fn fields_kept_as_bytes_are_written_as_their_map_would_be() {
+        // The same upstream head written from its bytes and from the map they make: the
+        // same lines (in another order: the bytes keep the upstream's), framing and
+        // keep-alive, for every framing field, status and method.
+        use crate::upstream::direct::DirectBody;
+        use crate::upstream::h1::{self, Fields, Parsed};
+        let heads = [
+            "content-length: 5\r\nserver: up\r\nDate: d\r\nConnection: keep-alive\r\n",
+            "Transfer-Encoding: chunked\r\nx-a: 1\r\nx-a: 2\r\n",
+            "transfer-encoding: gzip, chunked\r\n",
+            "transfer-encoding: chunked, gzip\r\n",
+            "content-length: 0\r\n",
+            "x-only: 1\r\nConnection: close\r\n",
+            "",
+        ];
+        for fields in heads {
+            for status in [
+                "200 OK",
+                "204 No Content",
+                "304 Not Modified",
+                "404 Not Found",
+            ] {
+                for is_head in [false, true] {
+                    let text = format!("HTTP/1.1 {status}\r\n{fields}\r\n");
+                    let method = if is_head {
+                        http::Method::HEAD
+                    } else {
+                        http::Method::GET
+                    };
+                    let Ok(Parsed::Final(head, _)) = h1::parse_head(text.as_bytes(), &method)
+                    else {
+                        panic!("{text}");
+                    };
+                    let Fields::Raw(raw) = head.fields else {
+                        panic!("bytes expected: {text}");
+                    };
+                    let body = || {
+                        (head.framing == h1::Framing::Length(5))
+                            .then(|| bytes::Bytes::from_static(b"hello"))
+                    };
+                    let mut as_bytes = Response::new(Body::Direct(Box::new(DirectBody::whole(
+                        body(),
+                        Some(raw.clone()),
+                    ))));
+                    *as_bytes.status_mut() = head.status;
+                    let mut as_map =
+                        Response::new(Body::Direct(Box::new(DirectBody::whole(body(), None))));
+                    *as_map.status_mut() = head.status;
+                    raw.append_to(as_map.headers_mut());
+                    let (a, fa, ka) = head_of(as_bytes, is_head, false);
+                    let (b, fb, kb) = head_of(as_map, is_head, false);
+                    let lines = |s: &str| {
+                        let mut l: Vec<String> = s.lines().map(str::to_owned).collect();
+                        l.sort();
+                        l
+                    };
+                    assert_eq!(lines(&a), lines(&b), "{text}");
+                    assert_eq!((fa, ka), (fb, kb), "{text}");
+                    // And the materialized response is the map one.
+                    let mut m =
+                        Response::new(Body::Direct(Box::new(DirectBody::whole(body(), Some(raw)))));
+                    crate::upstream::fields::materialize(&mut m);
+                    assert!(crate::upstream::fields::of(m.body()).is_none());
+                    let mut expect = HeaderMap::new();
+                    let Fields::Raw(again) = h1::parse_head(text.as_bytes(), &method)
+                        .map(|p| match p {
+                            Parsed::Final(h, _) => h.fields,
+                            _ => unreachable!(),
+                        })
+                        .unwrap()
+                    else {
+                        unreachable!()
+                    };
+                    again.append_to(&mut expect);
+                    assert_eq!(m.headers(), &expect, "{text}");
+                }
+            }
+        }
     }
 }
