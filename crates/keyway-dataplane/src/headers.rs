@@ -94,20 +94,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// does at the edge. (`x-request-id` is settled when the request arrives, for the access
 /// log.)
 pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, scheme: &'static str) {
-    let mut prev = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
-    let xff = if prev.peek().is_none() {
-        Some(peer_ip.clone())
-    } else {
-        let mut joined = Vec::with_capacity(64);
-        for v in prev {
-            joined.extend_from_slice(v.as_bytes());
-            joined.extend_from_slice(b", ");
+    // One hashed lookup finds the client's lines or the place for Keyway's.
+    match headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Vacant(e) => {
+            e.insert(peer_ip.clone());
         }
-        joined.extend_from_slice(peer_ip.as_bytes());
-        HeaderValue::from_bytes(&joined).ok()
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
+        header::Entry::Occupied(mut e) => {
+            let mut joined = Vec::with_capacity(64);
+            for v in e.iter() {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(peer_ip.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&joined) {
+                e.insert(v);
+            }
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
 }
@@ -122,9 +124,25 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, scheme: &'s
 ///   once it is forwarded); the upstream gets the body straight away, not the expectation;
 /// - HTTP/2 splits cookies into one field per crumb; HTTP/1.1 allows one `Cookie` line,
 ///   so several are joined with `; ` (RFC 9113 §8.2.3).
+///
+/// One pass over the names says which of the three are there (most requests have none of
+/// them): three hashed lookups of absent names cost more.
 pub fn prepare_for_upstream(headers: &mut HeaderMap) {
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::EXPECT);
+    let (mut coded, mut expects, mut cookie) = (false, false, false);
+    for name in headers.keys() {
+        coded |= name == header::TRANSFER_ENCODING;
+        expects |= name == header::EXPECT;
+        cookie |= name == header::COOKIE;
+    }
+    if coded {
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+    if expects {
+        headers.remove(header::EXPECT);
+    }
+    if !cookie {
+        return;
+    }
     let mut cookies = headers.get_all(header::COOKIE).iter();
     if let (Some(_), Some(_)) = (cookies.next(), cookies.next()) {
         let mut joined = Vec::with_capacity(256);

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::header::HeaderValue;
+use http::header::{Entry, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response};
 use keyway_store::{Action, Config};
@@ -202,16 +202,14 @@ impl Gateway {
     /// Serves one request that arrived on connection `conn`: the whole request path, from
     /// normalising the request to the access-log line.
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Body>) -> Response<Body> {
-        let start = Instant::now();
+        // Only the access log reads the clock at the start.
+        let start = self.settings.access_log.is_some().then(Instant::now);
         let config = self.config.load_full();
         let (mut parts, body) = req.into_parts();
-        let request_id = match parts.headers.get(&X_REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
-                let id = headers::request_id();
-                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
-                id
-            }
+        // One hashed lookup finds or places it.
+        let request_id = match parts.headers.entry(&X_REQUEST_ID) {
+            Entry::Occupied(e) => e.get().clone(),
+            Entry::Vacant(e) => e.insert(headers::request_id()).clone(),
         };
         let mut outcome = Outcome::default();
         let response = match self
@@ -351,7 +349,7 @@ impl Gateway {
         request_id: &HeaderValue,
         outcome: &Outcome,
         response: &Response<Body>,
-        start: Instant,
+        start: Option<Instant>,
     ) {
         let status = response.status();
         self.metrics
@@ -369,7 +367,7 @@ impl Gateway {
                     method: parts.method.as_str(),
                     path: parts.uri.path(),
                     status: status.as_u16(),
-                    duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+                    duration_ms: start.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1000.0),
                     gateway: outcome.gateway.as_deref().unwrap_or("-"),
                     route: outcome.route.as_deref().unwrap_or("-"),
                     client: outcome.client.as_deref().unwrap_or("-"),
