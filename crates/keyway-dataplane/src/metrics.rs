@@ -223,6 +223,139 @@ impl Metrics {
     }
 }
 
+/// Series handles this thread has counted into, found by the identity of their label
+/// values (the `Arc`s of the config being served, and the `Metrics` they count into)
+/// instead of building a label set, hashing it and comparing it under the family's lock.
+/// That was about a thousand instructions of a proxied request (three series a request,
+/// issue 14); a hit here is a hash of a few words.
+///
+/// Each entry holds the `Arc`s its key was made of, so no address in a key can be reused
+/// by another value while the entry lives, and the `Metrics`, so its handles always count
+/// into the family a scrape reads. Families never drop a series, so a cached handle never
+/// counts into a series that is gone. The map is emptied when it reaches `LOCAL_ENTRIES`
+/// (a million clients must not mean a million entries per thread).
+mod local {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    pub(super) const LOCAL_ENTRIES: usize = 4096;
+
+    type Map<const N: usize, V> =
+        HashMap<[usize; N], (Arc<Metrics>, V), foldhash::fast::FixedState>;
+
+    #[derive(Default)]
+    pub(super) struct Local {
+        pub requests: Map<4, (RequestLabels, Counter)>,
+        pub upstream: Map<2, (UpstreamLabels, Histogram)>,
+        pub allowed: Map<3, (AllowedLabels, Counter)>,
+    }
+
+    thread_local! {
+        pub(super) static LOCAL: RefCell<Local> = RefCell::default();
+    }
+
+    /// The address an `Arc` points at, as a key word.
+    pub(super) fn addr<T: ?Sized>(a: &Arc<T>) -> usize {
+        Arc::as_ptr(a) as *const u8 as usize
+    }
+
+    /// The handle cached under `key`, or the one `make` finds (then cached).
+    pub(super) fn get<const N: usize, L, M: Clone>(
+        map: &mut Map<N, (L, M)>,
+        key: [usize; N],
+        metrics: &Arc<Metrics>,
+        make: impl FnOnce() -> (L, M),
+    ) -> M {
+        if let Some((_, (_, m))) = map.get(&key) {
+            return m.clone();
+        }
+        if map.len() >= LOCAL_ENTRIES {
+            map.clear();
+        }
+        let (labels, m) = make();
+        map.insert(key, (metrics.clone(), (labels, m.clone())));
+        m
+    }
+}
+
+impl Metrics {
+    /// Counts a request under its gateway, route and status code.
+    pub fn count_request(self: &Arc<Self>, gateway: &Arc<str>, route: &Arc<str>, code: u16) {
+        let key = [
+            local::addr(self),
+            local::addr(gateway),
+            local::addr(route),
+            usize::from(code),
+        ];
+        local::LOCAL
+            .with_borrow_mut(|l| {
+                local::get(&mut l.requests, key, self, || {
+                    let labels = RequestLabels {
+                        gateway: gateway.clone(),
+                        route: route.clone(),
+                        code,
+                    };
+                    let c = self.requests.get_or_create(&labels).clone();
+                    (labels, c)
+                })
+            })
+            .inc();
+    }
+
+    /// Records the time an upstream took to answer with its response headers.
+    pub fn observe_upstream(self: &Arc<Self>, upstream: &Arc<str>, seconds: f64) {
+        let key = [local::addr(self), local::addr(upstream)];
+        local::LOCAL
+            .with_borrow_mut(|l| {
+                local::get(&mut l.upstream, key, self, || {
+                    let labels = UpstreamLabels {
+                        upstream: upstream.clone(),
+                    };
+                    let h = self.upstream_latency.get_or_create(&labels).clone();
+                    (labels, h)
+                })
+            })
+            .observe(seconds);
+    }
+
+    /// Counts a request allowed by API key auth under its policy and client, or under
+    /// `_other` once `max_clients` clients have a series (a million clients must not mean
+    /// a million series). A client keeps the series it first got.
+    pub fn count_allowed(
+        self: &Arc<Self>,
+        policy: &Arc<str>,
+        client: &Arc<str>,
+        max_clients: usize,
+    ) {
+        let key = [local::addr(self), local::addr(policy), local::addr(client)];
+        local::LOCAL
+            .with_borrow_mut(|l| {
+                local::get(&mut l.allowed, key, self, || {
+                    let labels = AllowedLabels {
+                        policy: policy.clone(),
+                        client: client.clone(),
+                    };
+                    if let Some(c) = self.api_key_allowed.get(&labels) {
+                        let c = c.clone();
+                        return (labels, c);
+                    }
+                    let labels = if self.claim_client_series(max_clients) {
+                        labels
+                    } else {
+                        AllowedLabels {
+                            policy: policy.clone(),
+                            client: other_client(),
+                        }
+                    };
+                    let c = self.api_key_allowed.get_or_create(&labels).clone();
+                    (labels, c)
+                })
+            })
+            .inc();
+    }
+}
+
 /// Milliseconds since the process started (endpoint ejection deadlines).
 pub(crate) fn now_ms() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -230,4 +363,105 @@ pub(crate) fn now_ms() -> u64 {
         .get_or_init(std::time::Instant::now)
         .elapsed()
         .as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the series of `metric` whose labels include every one of `labels`.
+    fn value(m: &Metrics, metric: &str, labels: &[&str]) -> Option<f64> {
+        m.encode()
+            .lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")))
+            .find(|l| labels.iter().all(|x| l.contains(x)))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    fn name(s: &str) -> Arc<str> {
+        Arc::from(s)
+    }
+
+    #[test]
+    fn counts_through_the_thread_cache_reach_the_families_a_scrape_reads() {
+        let m = Arc::new(Metrics::new());
+        let (g, r) = (name("ns/gw"), name("ns/route"));
+        m.count_request(&g, &r, 200);
+        m.count_request(&g, &r, 200);
+        m.count_request(&g, &r, 401);
+        // The same names in other `Arc`s (a reloaded config): the same series.
+        m.count_request(&name("ns/gw"), &name("ns/route"), 200);
+        let ok = ["gateway=\"ns/gw\"", "route=\"ns/route\"", "code=\"200\""];
+        assert_eq!(value(&m, "keyway_requests_total", &ok), Some(3.0));
+        let denied = ["route=\"ns/route\"", "code=\"401\""];
+        assert_eq!(value(&m, "keyway_requests_total", &denied), Some(1.0));
+
+        let up = name("Service ns/up:80");
+        m.observe_upstream(&up, 0.002);
+        m.observe_upstream(&up, 0.002);
+        m.observe_upstream(&name("Service ns/up:80"), 0.002);
+        let count = ["upstream=\"Service ns/up:80\""];
+        assert_eq!(
+            value(&m, "keyway_upstream_request_duration_seconds_count", &count),
+            Some(3.0)
+        );
+
+        // Another `Metrics` on the same thread, with the same names: its own counts.
+        let other = Arc::new(Metrics::new());
+        other.count_request(&g, &r, 200);
+        assert_eq!(value(&other, "keyway_requests_total", &ok), Some(1.0));
+        assert_eq!(value(&m, "keyway_requests_total", &ok), Some(3.0));
+    }
+
+    #[test]
+    fn the_thread_cache_empties_when_full_and_counts_stay_right() {
+        let m = Arc::new(Metrics::new());
+        let g = name("g");
+        let first = name("route-0");
+        m.count_request(&g, &first, 200);
+        let routes: Vec<Arc<str>> = (1..local::LOCAL_ENTRIES + 10)
+            .map(|i| name(&format!("route-{i}")))
+            .collect();
+        for r in &routes {
+            m.count_request(&g, r, 200);
+        }
+        m.count_request(&g, &first, 200);
+        m.count_request(&g, &routes[5], 200);
+        let n = |route: &str| {
+            value(
+                &m,
+                "keyway_requests_total",
+                &[&format!("route=\"{route}\"")],
+            )
+        };
+        assert_eq!(n("route-0"), Some(2.0));
+        assert_eq!(n("route-6"), Some(2.0));
+        assert_eq!(n("route-7"), Some(1.0));
+        let cached = local::LOCAL.with_borrow(|l| l.requests.len());
+        assert!(cached <= local::LOCAL_ENTRIES, "{cached}");
+    }
+
+    #[test]
+    fn clients_beyond_the_cap_count_as_other_and_keep_their_series() {
+        let m = Arc::new(Metrics::new());
+        let p = name("ns/policy");
+        let (a, b) = (name("alice"), name("bob"));
+        m.count_allowed(&p, &a, 1);
+        m.count_allowed(&p, &b, 1);
+        m.count_allowed(&p, &a, 1);
+        m.count_allowed(&p, &b, 1);
+        // `alice` in another `Arc` finds her series; `bob` in another stays `_other`.
+        m.count_allowed(&p, &name("alice"), 1);
+        m.count_allowed(&p, &name("bob"), 1);
+        let n = |client: &str| {
+            value(
+                &m,
+                "keyway_api_key_allowed_total",
+                &[&format!("client=\"{client}\"")],
+            )
+        };
+        assert_eq!(n("alice"), Some(3.0));
+        assert_eq!(n("_other"), Some(3.0));
+        assert_eq!(n("bob"), None);
+    }
 }

@@ -12,7 +12,7 @@ use keyway_store::{Endpoint, Forward, Listener, Route, Target, Upstream, Weighte
 use super::{redirect, ConnInfo, Gateway, Outcome, ProxyError};
 use crate::body::{Body, BodyProgress};
 use crate::headers;
-use crate::metrics::{now_ms, UpstreamLabels};
+use crate::metrics::now_ms;
 use crate::upstream::{fields, Timeouts, UpstreamError};
 
 impl Gateway {
@@ -74,11 +74,7 @@ impl Gateway {
                 UpstreamError::BadRequestBody => ProxyError::BadRequestBody,
             })?;
         self.metrics
-            .upstream_latency
-            .get_or_create(&UpstreamLabels {
-                upstream: upstream.name.clone(),
-            })
-            .observe(sent.elapsed().as_secs_f64());
+            .observe_upstream(&upstream.name, sent.elapsed().as_secs_f64());
 
         // e. Filter the response.
         Ok(filter_response(resp, f, backend))

@@ -32,7 +32,7 @@ use keyway_store::{Action, Config};
 use crate::access_log;
 use crate::body::Body;
 use crate::headers::{self, X_REQUEST_ID};
-use crate::metrics::{AllowedLabels, DeniedLabels, Metrics, RequestLabels};
+use crate::metrics::{DeniedLabels, Metrics};
 use crate::upstream::endpoints::Registry;
 use crate::upstream::{PoolOptions, UpstreamClient};
 use access::Access;
@@ -140,9 +140,9 @@ impl ConnInfo {
     }
 }
 
-fn empty() -> Arc<str> {
+fn empty() -> &'static Arc<str> {
     static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| Arc::from("")).clone()
+    EMPTY.get_or_init(|| Arc::from(""))
 }
 
 /// What the access log and the metrics say about a request beyond its status.
@@ -276,7 +276,8 @@ impl Gateway {
         // 4 and 5. Access: the method, identity headers, the route's API key check.
         outcome.policy = route.auth.policy_name().cloned();
         if let Access::Client { policy, client } = access::check(listener, route, parts)? {
-            self.count_allowed(policy, client);
+            self.metrics
+                .count_allowed(policy, client.id_arc(), self.settings.metrics_max_clients);
             outcome.client = Some(client.id_arc().clone());
         }
 
@@ -296,33 +297,6 @@ impl Gateway {
                     .await
             }
         }
-    }
-
-    /// Counts an allowed request under its client, or under `_other` once
-    /// `metrics_max_clients` clients have a series (a million clients must not mean a
-    /// million series).
-    fn count_allowed(&self, policy: &Arc<str>, client: keyway_store::auth::Client<'_>) {
-        let family = &self.metrics.api_key_allowed;
-        let labels = AllowedLabels {
-            policy: policy.clone(),
-            client: client.id_arc().clone(),
-        };
-        if let Some(c) = family.get(&labels) {
-            c.inc();
-            return;
-        }
-        let labels = if self
-            .metrics
-            .claim_client_series(self.settings.metrics_max_clients)
-        {
-            labels
-        } else {
-            AllowedLabels {
-                policy: policy.clone(),
-                client: crate::metrics::other_client(),
-            }
-        };
-        family.get_or_create(&labels).inc();
     }
 
     fn count_auth_failure(&self, e: ProxyError, outcome: &Outcome) {
@@ -352,14 +326,11 @@ impl Gateway {
         start: Option<Instant>,
     ) {
         let status = response.status();
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                gateway: outcome.gateway.clone().unwrap_or_else(empty),
-                route: outcome.route.clone().unwrap_or_else(empty),
-                code: status.as_u16(),
-            })
-            .inc();
+        self.metrics.count_request(
+            outcome.gateway.as_ref().unwrap_or_else(|| empty()),
+            outcome.route.as_ref().unwrap_or_else(|| empty()),
+            status.as_u16(),
+        );
         if let Some(log) = &self.settings.access_log {
             // `RUST_LOG` decides, as for every other line (a cached check per call site).
             if tracing::enabled!(target: "keyway::access", tracing::Level::INFO) {
