@@ -108,23 +108,36 @@ pub(super) enum Name {
     Other,
 }
 
-/// Classifies a field name, in any case.
-pub(super) fn classify(name: &[u8]) -> Name {
-    let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-    match name.len() {
-        2 if is("te") => Name::HopByHop,
-        4 if is("date") => Name::Date,
-        5 if is("close") => Name::Close,
-        7 if is("upgrade") => Name::HopByHop,
-        10 if is("connection") => Name::Connection,
-        10 if is("keep-alive") => Name::HopByHop,
-        14 if is("content-length") => Name::ContentLength,
-        16 if is("proxy-connection") => Name::HopByHop,
-        17 if is("transfer-encoding") => Name::TransferEncoding,
-        18 if is("proxy-authenticate") => Name::HopByHop,
-        19 if is("proxy-authorization") => Name::HopByHop,
+/// Classifies a field name given in lower case: one comparison of bytes per candidate of
+/// the same length.
+pub(super) fn classify(lower: &[u8]) -> Name {
+    match lower {
+        b"te"
+        | b"upgrade"
+        | b"keep-alive"
+        | b"proxy-connection"
+        | b"proxy-authenticate"
+        | b"proxy-authorization" => Name::HopByHop,
+        b"date" => Name::Date,
+        b"close" => Name::Close,
+        b"connection" => Name::Connection,
+        b"content-length" => Name::ContentLength,
+        b"transfer-encoding" => Name::TransferEncoding,
         _ => Name::Other,
     }
+}
+
+/// Classifies a name in any case (a token of a `Connection` list).
+fn classify_any_case(name: &[u8]) -> Name {
+    const LONGEST: usize = "proxy-authorization".len();
+    if name.len() > LONGEST {
+        return Name::Other;
+    }
+    let mut lower = [0u8; LONGEST];
+    let lower = &mut lower[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    classify(lower)
 }
 
 /// Whether every name a `Connection` value lists is one the strip removes anyway or keeps
@@ -135,7 +148,10 @@ pub(super) fn lists_only_known(value: &[u8]) -> bool {
         let t = t.trim_ascii();
         t.is_empty()
             || t.eq_ignore_ascii_case(b"host")
-            || matches!(classify(t), Name::Connection | Name::HopByHop | Name::Close)
+            || matches!(
+                classify_any_case(t),
+                Name::Connection | Name::HopByHop | Name::Close
+            )
     })
 }
 
@@ -173,7 +189,15 @@ pub(super) fn scan(fields: &[httparse::Header<'_>]) -> Result<Scan, Malformed> {
         if name.len() > MAX_NAME {
             return Err(Malformed("header name"));
         }
-        let kind = classify(name);
+        // The name goes into the block lower-cased, and is classified there: it stays only
+        // if the field does.
+        let at = lines.len();
+        lines.extend_from_slice(name);
+        lines[at..].make_ascii_lowercase();
+        let kind = classify(&lines[at..]);
+        if !as_bytes || !matches!(kind, Name::Date | Name::Close | Name::Other) {
+            lines.truncate(at);
+        }
         match kind {
             Name::ContentLength => {
                 let n = h1::content_length(h.value)?;
@@ -203,7 +227,7 @@ pub(super) fn scan(fields: &[httparse::Header<'_>]) -> Result<Scan, Malformed> {
             as_bytes &= framing.is_none();
             framing = Some((kind, h.value));
         } else {
-            push(&mut lines, name, h.value);
+            push_value(&mut lines, h.value);
         }
     }
     let raw = (as_bytes && !(named_close && close)).then(|| {
@@ -230,10 +254,13 @@ pub(super) fn scan(fields: &[httparse::Header<'_>]) -> Result<Scan, Malformed> {
     })
 }
 
-fn push(lines: &mut BytesMut, name: &[u8], value: &[u8]) {
-    let at = lines.len();
-    lines.extend_from_slice(name);
-    lines[at..].make_ascii_lowercase();
+fn push(lines: &mut BytesMut, lower_name: &[u8], value: &[u8]) {
+    lines.extend_from_slice(lower_name);
+    push_value(lines, value);
+}
+
+/// Ends the field whose name was just written.
+fn push_value(lines: &mut BytesMut, value: &[u8]) {
     lines.extend_from_slice(b": ");
     lines.extend_from_slice(value);
     lines.extend_from_slice(b"\r\n");
