@@ -378,6 +378,11 @@ mod tests {
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
 
+    /// The value of the series of `metric` whose label `label` is `v`.
+    fn one_label(m: &Metrics, metric: &str, label: &str, v: &str) -> Option<f64> {
+        value(m, metric, &[&format!("{label}=\"{v}\"")])
+    }
+
     fn name(s: &str) -> Arc<str> {
         Arc::from(s)
     }
@@ -427,13 +432,7 @@ mod tests {
         }
         m.count_request(&g, &first, 200);
         m.count_request(&g, &routes[5], 200);
-        let n = |route: &str| {
-            value(
-                &m,
-                "keyway_requests_total",
-                &[&format!("route=\"{route}\"")],
-            )
-        };
+        let n = |route: &str| one_label(&m, "keyway_requests_total", "route", route);
         assert_eq!(n("route-0"), Some(2.0));
         assert_eq!(n("route-6"), Some(2.0));
         assert_eq!(n("route-7"), Some(1.0));
@@ -453,13 +452,7 @@ mod tests {
         // `alice` in another `Arc` finds her series; `bob` in another stays `_other`.
         m.count_allowed(&p, &name("alice"), 1);
         m.count_allowed(&p, &name("bob"), 1);
-        let n = |client: &str| {
-            value(
-                &m,
-                "keyway_api_key_allowed_total",
-                &[&format!("client=\"{client}\"")],
-            )
-        };
+        let n = |client: &str| one_label(&m, "keyway_api_key_allowed_total", "client", client);
         assert_eq!(n("alice"), Some(3.0));
         assert_eq!(n("_other"), Some(3.0));
         assert_eq!(n("bob"), None);
