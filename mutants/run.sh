@@ -4,7 +4,7 @@
 #   ./mutants/run.sh -F request/auth.rs  # only mutants whose name matches the regex
 #   ./mutants/run.sh --since-verified    # only mutants in lines changed since mutants/VERIFIED
 #
-# Needs `cargo install cargo-mutants`. Each mutant is built and tested with the tests of its
+# Installs cargo-mutants (27.1.0) when it is missing and there is something to test. Each mutant is built and tested with the tests of its
 # own crate, which is where the access logic is unit-tested (the request path's phases,
 # the compiler's policy pass); a surviving mutant is a missing test, or an equivalent one
 # listed with its reason in mutants/README.md and excluded in .cargo/mutants.toml. Results
@@ -31,11 +31,20 @@ if [ "${1:-}" = "--since-verified" ]; then
             echo "mutants: nothing changed since the verified run"
             exit 0
         fi
+        # The examined files (.cargo/mutants.toml's examine_globs): when none changed there
+        # is no mutant to test, and cargo-mutants need not even be installed.
+        examined=$(sed -n '/^examine_globs/,/^\]/s/^ *"\([^"]*\)",\?$/\1/p' .cargo/mutants.toml)
+        # shellcheck disable=SC2086
+        if [ -n "$examined" ] && [ -z "$(git diff --name-only "$base" -- $examined)" ]; then
+            echo "mutants: none of the examined files changed since the verified run"
+            exit 0
+        fi
         set -- --in-diff "$diff" "$@"
     else
         echo "mutants: verified commit $base not in this history: a full run"
     fi
 fi
+command -v cargo-mutants >/dev/null 2>&1 || cargo install cargo-mutants --locked --version 27.1.0
 set +e
 cargo mutants --workspace -j "${MUTANTS_JOBS:-2}" --profile mutants "$@"
 status=$?
