@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use super::fields::RawFields;
 use super::h1::{self, Chunked, Framing, Head, Malformed, Parsed, Step};
 use super::Home;
-use crate::body::BodyError;
+use crate::body::{Body, BodyError};
 
 /// Room kept free in the read buffer before each read.
 const READ_ROOM: usize = 8 * 1024;
@@ -215,6 +215,20 @@ impl DirectBody {
             state,
             home,
             fields,
+        }
+    }
+
+    /// The response body: a body that arrived whole, with fields already in a map, needs
+    /// no box and no connection, so it becomes a plain [`Body::Full`].
+    pub(crate) fn into_body(self) -> Body {
+        match self {
+            DirectBody {
+                conn: None,
+                state: State::Whole(bytes),
+                fields: None,
+                ..
+            } => Body::Full(bytes),
+            body => Body::Direct(Box::new(body)),
         }
     }
 

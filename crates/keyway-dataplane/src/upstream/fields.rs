@@ -10,8 +10,8 @@
 //! [`crate::headers::strip_hop_by_hop`]).
 //!
 //! Only responses whose fields need no decision beyond that take this form; the parser
-//! builds a `HeaderMap` for the rest (a `Connection` list naming an end-to-end field,
-//! several framing fields, or both framing fields). Whoever needs the fields as a map (a
+//! builds a `HeaderMap` for the rest (a `Connection` list naming an end-to-end field, or
+//! more than one framing field: two of a kind, or one of each). Whoever needs the fields as a map (a
 //! route's response header filters, hyper's server for HTTP/2 and the connections it
 //! serves) calls [`materialize`], which gives the map the parser would have built.
 //!
@@ -39,8 +39,10 @@ pub struct RawFields {
     framing_at: usize,
     /// The value of `Content-Length`, when that is the framing field.
     pub length: Option<u64>,
-    /// Whether `Transfer-Encoding` is the framing field.
+    /// Whether `Transfer-Encoding` is the framing field...
     pub coded: bool,
+    /// ...and its last coding is `chunked`.
+    pub chunked: bool,
     /// Whether a `Date` field is among them.
     pub has_date: bool,
 }
@@ -242,6 +244,7 @@ pub(super) fn scan(fields: &[httparse::Header<'_>]) -> Result<Scan, Malformed> {
             framing_at,
             length,
             coded,
+            chunked,
             has_date,
         }
     });

@@ -106,6 +106,7 @@ pub enum Fields {
 
 impl Fields {
     /// The fields as a map, as the general rules would leave them.
+    #[cfg(test)]
     pub fn into_map(self) -> HeaderMap {
         match self {
             Fields::Map(m) => m,
@@ -441,6 +442,7 @@ mod tests {
             "0",
             "chunked",
             "gzip, chunked",
+            "chunked, gzip",
             "close",
             "keep-alive",
             "Close",
@@ -478,6 +480,10 @@ mod tests {
                     assert_eq!(map, as_general_path(head.as_bytes()), "{head}");
                     let te = map.contains_key(http::header::TRANSFER_ENCODING);
                     assert_eq!(raw.coded, te, "{head}");
+                    let ends_chunked = map
+                        .get(http::header::TRANSFER_ENCODING)
+                        .is_some_and(|v| ends_with_chunked(v.as_bytes()));
+                    assert_eq!(raw.chunked, ends_chunked, "{head}");
                     assert_eq!(
                         raw.length.is_some(),
                         map.contains_key(http::header::CONTENT_LENGTH),
@@ -539,8 +545,8 @@ mod tests {
         );
         assert_eq!(raw.framing(), b"content-length: 2\r\n");
         assert_eq!(
-            (raw.length, raw.coded, raw.has_date),
-            (Some(2), false, true)
+            (raw.length, raw.coded, raw.chunked, raw.has_date),
+            (Some(2), false, false, true)
         );
         let Fields::Raw(raw) = head_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
         else {
@@ -549,6 +555,13 @@ mod tests {
         assert_eq!(raw.end_to_end(), b"");
         assert_eq!(raw.framing(), b"transfer-encoding: chunked\r\n");
         assert_eq!((raw.length, raw.coded, raw.has_date), (None, true, false));
+        assert!(raw.chunked);
+        let Fields::Raw(raw) =
+            head_of("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")
+        else {
+            panic!("bytes expected");
+        };
+        assert!(raw.coded && !raw.chunked);
     }
 
     fn head_of(s: &str) -> Fields {

@@ -432,7 +432,7 @@ impl UpstreamClient {
                 h1::Fields::Map(map) => (Some(map), None),
             };
             let body = DirectBody::start(conn, head.framing, home, raw);
-            let mut resp = Response::new(Body::Direct(Box::new(body)));
+            let mut resp = Response::new(body.into_body());
             *resp.status_mut() = head.status;
             *resp.version_mut() = head.version;
             if let Some(map) = map {

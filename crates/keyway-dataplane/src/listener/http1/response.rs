@@ -216,13 +216,11 @@ fn encode_head(
     }
     if let Some(raw) = raw {
         out.extend_from_slice(raw.end_to_end());
-        let framing_field = raw.framing();
         if raw.coded && keep_fields {
-            let value = &framing_field[b"transfer-encoding: ".len()..framing_field.len() - 2];
-            te_ends_chunked = h1::ends_with_chunked(value);
-            out.extend_from_slice(framing_field);
+            te_ends_chunked = raw.chunked;
+            out.extend_from_slice(raw.framing());
         } else if raw.length.is_some() && keep_fields && !has_te {
-            out.extend_from_slice(framing_field);
+            out.extend_from_slice(raw.framing());
         }
     }
     if let Some(n) = own_length {
