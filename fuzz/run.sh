@@ -15,8 +15,12 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(manifest_loader secret_decoding path_normalize key_extraction compiler upstream_response)
 fi
+# KEYWAY_FUZZ_BUILD=dev builds the targets unoptimized: CI's ten-second smoke run needs
+# them to build and start, not to run fast, and a cold optimized build takes twice as long.
+build=()
+[ "${KEYWAY_FUZZ_BUILD:-release}" = dev ] && build=(--dev)
 export RUSTC_BOOTSTRAP=1
-cargo fuzz build --sanitizer none
+cargo fuzz build "${build[@]}" --sanitizer none
 shared=../../shared/testdata
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
@@ -28,7 +32,7 @@ for t in "${targets[@]}"; do
             ;;
     esac
     echo "== fuzz $t for ${seconds}s"
-    cargo fuzz run --sanitizer none "$t" "corpus/$t" "seeds/$t" "${extra[@]}" -- \
+    cargo fuzz run "${build[@]}" --sanitizer none "$t" "corpus/$t" "seeds/$t" "${extra[@]}" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
         | grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb|==|SUMMARY|.*panicked)" || true
     if [ -n "$(ls -A artifacts/"$t" 2>/dev/null)" ]; then

@@ -1,10 +1,8 @@
 //! The test-facing Rust API: shaping the server's state directly.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{rv, Http};
+use crate::common::{rv, Http};
 use keyway_fakeapi::FakeApiServer;
 use serde_json::json;
 

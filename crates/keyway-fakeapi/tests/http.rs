@@ -1,11 +1,9 @@
 //! The fake API server over plain HTTP: each test checks one convention on the wire.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{gateway, names, rv, secret, End, Http};
+use crate::common::{gateway, names, rv, secret, End, Http};
 use http::Method;
 use keyway_fakeapi::{Decision, FakeApiServer};
 use serde_json::{json, Value};

@@ -1,11 +1,10 @@
 //! RBAC enforced over HTTP: the fake server with an [`RbacAuthorizer`] answers what the rules
 //! do not allow with the 403 a real server sends.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{secret, Http};
+use crate::common;
+use crate::common::{secret, Http};
 use keyway_fakeapi::{FakeApiServer, RbacAuthorizer};
 use serde_json::json;
 

@@ -1,9 +1,7 @@
 //! API key authentication over real sockets: the kgateway docs' walkthrough verbatim,
 //! kgateway's own e2e manifests, and the edge cases of SPEC sections 2 to 5.
 
-mod support;
-
-use support::{kubectl_apply, service, shared_testdata, upstream, Harness, Req};
+use crate::support::{kubectl_apply, service, shared_testdata, upstream, Harness, Req};
 
 /// The key of the kgateway guide.
 const KEY: &str = "N2YwMDIxZTEtNGUzNS1jNzgzLTRkYjAtYjE2YzRkZGVmNjcy";

@@ -1,12 +1,11 @@
 //! The `keyway` binary: `check`, `crds`, `--help`/`--version`, and the no-leak guarantee
 //! proven at `RUST_LOG=trace` across every surface (logs, metrics, dumps, statuses, errors).
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
-use support::{service, Req};
+use crate::support;
+use crate::support::{service, Req};
 
 fn keyway() -> Command {
     Command::new(env!("CARGO_BIN_EXE_keyway"))
@@ -174,7 +173,7 @@ fn deploy_folder_is_what_manifests_and_crds_print() {
         let stored = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             stored == printed,
-            "deploy/{file} differs from `keyway {}`: regenerate it with KEYWAY_BLESS=1 cargo test -p keyway --test cli deploy",
+            "deploy/{file} differs from `keyway {}`: regenerate it with KEYWAY_BLESS=1 cargo test -p keyway --test suite cli::deploy",
             args.join(" ")
         );
     }

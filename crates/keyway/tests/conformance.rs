@@ -10,13 +10,12 @@
 //! Every Deployment of the suite (`app: infra-backend-v1`, ...) becomes an echo upstream on
 //! 127.0.0.1, and every Service gets the EndpointSlice Kubernetes would have made for it.
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
+use crate::support;
+use crate::support::{kubectl_apply, Harness, Req};
 use serde_yaml_ng::Value;
-use support::{kubectl_apply, Harness, Req};
 
 fn conformance_file(name: &str) -> String {
     support::shared_testdata(&format!("gateway-api-conformance/{name}"))

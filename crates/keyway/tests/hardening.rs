@@ -2,15 +2,14 @@
 //! real sockets against upstreams that report the wire (the raw recorder) or decode it
 //! their own way (nginx, Python's `http.server`).
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::{gateway_with_rules, raw_exchange, responses, Harness, Req};
 use keyway_dataplane::EscapedSlashes;
 use keyway_testkit::external;
 use keyway_testkit::raw::{RawUpstream, Reply};
-use support::{gateway_with_rules, raw_exchange, responses, Harness, Req};
 
 /// Gateway-wide key auth (client id in `x-client-id`), switched off on the rule `public`.
 fn gateway_policy_with_public_rule(upstream: SocketAddr) -> String {

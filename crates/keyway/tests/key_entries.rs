@@ -2,15 +2,13 @@
 //! on an open connection, per-client metadata headers, `keyway keygen`'s output applied
 //! as it is, and malformed entries failing closed.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
+use crate::support::{send, service, upstream, Harness, Req};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use support::{send, service, upstream, Harness, Req};
 
 /// Gateway `gw` on port 80 (bound to a free port), a route to the echo upstream, and a policy on the
 /// Gateway reading Secret `apps/keys` (entries given), with `extra` under `apiKeyAuth`.

@@ -5,13 +5,11 @@
 //! bearer token (so the request log tells them apart), and checks what they serve over
 //! real sockets.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::cluster::*;
-use support::{send, upstream, Req};
+use crate::support::cluster::*;
+use crate::support::{send, upstream, Req};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_served_until_every_kind_is_listed() {

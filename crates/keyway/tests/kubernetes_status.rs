@@ -5,18 +5,17 @@
 //! the fake for the service account the replicas authenticate as: a request those rules do
 //! not allow is answered 403, and the test fails on it.
 
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::cluster::*;
+use crate::support::upstream;
 use keyway::kubernetes::lease::{LeaseError, LeaseLock, LEASE_NAME};
 use keyway_fakeapi::rbac::RbacAuthorizer;
 use keyway_fakeapi::FakeApiServer;
 use serde_json::{json, Value};
-use support::cluster::*;
-use support::upstream;
 
 const NS: &str = "keyway";
 const GW: &str = "gateway.networking.k8s.io/v1";

@@ -2,13 +2,12 @@
 //! handling, HTTP/2 pings and `:authority`, key-source precedence, refused and ignored
 //! policy fields, the command-line flags, the access log's fields, and the sample upstream.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::{raw_exchange, Binary, BinaryOptions, Harness, Req};
 use keyway_testkit::raw::{RawUpstream, Reply};
-use support::{raw_exchange, Binary, BinaryOptions, Harness, Req};
 
 fn keyed(up: SocketAddr, keys: &str) -> String {
     format!(

@@ -1,20 +1,19 @@
 //! Proxying over real sockets: headers, error statuses, limits, HTTP/2, streaming,
 //! cancellation, the admin port, and graceful shutdown.
 
-mod support;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support;
+use crate::support::{service, upstream, Harness, Req};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use keyway_testkit::raw::{RawUpstream, Reply};
-use support::{service, upstream, Harness, Req};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

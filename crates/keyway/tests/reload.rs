@@ -1,16 +1,15 @@
 //! Live configuration: file edits apply without a restart, bad edits never take serving
 //! down, and requests under constant reloads never fail.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::{service, upstream, Harness, Req};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use support::{service, upstream, Harness, Req};
 use tokio::net::TcpStream;
 
 fn manifests(up: std::net::SocketAddr, keys: &str, extra: &str) -> String {

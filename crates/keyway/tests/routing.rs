@@ -1,9 +1,8 @@
 //! Gateway API routing over real sockets: attachment, hostnames, matches, precedence,
 //! filters, backends, and the statuses that go with them.
 
-mod support;
-
-use support::{service, tally, upstream, Harness, Req};
+use crate::support;
+use crate::support::{service, tally, upstream, Harness, Req};
 
 const GATEWAY: &str = r#"
 apiVersion: gateway.networking.k8s.io/v1

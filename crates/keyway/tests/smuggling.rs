@@ -10,12 +10,11 @@
 //! Each case pins what the client gets back and the exact request lines that reached the
 //! upstream (recorded off the wire, not by an HTTP library).
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support;
+use crate::support::{gateway_with_rules, raw_exchange, Harness};
 use keyway_testkit::raw::RawUpstream;
-use support::{gateway_with_rules, raw_exchange, Harness};
 
 async fn gateway(up: &RawUpstream) -> Harness {
     let rules = "  - name: protected\n    matches: [{path: {type: PathPrefix, value: /protected}}]\n    backendRefs: [{name: app, port: 80}]\n  - matches: [{path: {type: PathPrefix, value: /}}]\n    backendRefs: [{name: app, port: 80}]";

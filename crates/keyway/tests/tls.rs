@@ -2,20 +2,19 @@
 //! chosen by SNI, over real sockets, checked with our own rustls client and with
 //! programs we did not write (`openssl s_client`, `curl`).
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support;
+use crate::support::certs::{self, KeyForm};
+use crate::support::{service, upstream, Harness};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use support::certs::{self, KeyForm};
-use support::{service, upstream, Harness};
 use tokio_rustls::TlsConnector;
 
 const PORT: u16 = 443;

@@ -1,12 +1,11 @@
 //! What the upstream receives, byte for byte: read off a socket by the raw recorder, never
 //! through an HTTP library that could join, sort, re-case or re-frame it on the way.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support;
+use crate::support::{raw_exchange, Harness};
 use keyway_testkit::raw::{Captured, RawUpstream, Reply};
-use support::{raw_exchange, Harness};
 
 /// A Gateway whose policy reads the key from a header, a query parameter and a cookie, sets
 /// `x-client-id`, and (unless `forward`) strips the key.
