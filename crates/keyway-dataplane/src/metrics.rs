@@ -358,10 +358,13 @@ impl Metrics {
 
 /// Milliseconds since the process started (endpoint ejection deadlines).
 pub(crate) fn now_ms() -> u64 {
+    millis_at(std::time::Instant::now())
+}
+
+/// [`now_ms`] at an instant already read (0 for one before the first call).
+pub(crate) fn millis_at(at: std::time::Instant) -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
+    at.saturating_duration_since(*START.get_or_init(std::time::Instant::now))
         .as_millis() as u64
 }
 

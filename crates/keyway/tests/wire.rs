@@ -167,6 +167,82 @@ async fn forwarding_headers_are_set_as_envoy_sets_them() {
     assert_eq!(id.len(), 36, "a UUID is generated: {id}");
 }
 
+/// `x-forwarded-for` and `x-forwarded-proto` arrive once each, whichever way the gateway
+/// sets them: written as the head's last lines (a bodyless `GET` with neither from the
+/// client and no header filter), inserted for hyper's client (a request with a body),
+/// merged with the client's own, or seen and changed by a rule's and a backend's header
+/// filter.
+#[tokio::test]
+async fn forwarding_fields_arrive_once_on_every_path() {
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, false).await;
+    let both = |seen: &Captured, xff: &str, proto: &str| {
+        assert_eq!(seen.header_all("x-forwarded-for"), [xff], "{seen:?}");
+        assert_eq!(seen.header_all("x-forwarded-proto"), [proto], "{seen:?}");
+    };
+    let (st, seen) = through(
+        &h,
+        &up,
+        "GET /a HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\nx-extra: 1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(st, [200]);
+    both(&seen, "127.0.0.1", "http");
+    let head = String::from_utf8(seen.head.clone()).unwrap();
+    assert!(
+        head.ends_with("x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"),
+        "{head}"
+    );
+    let (st, seen) = through(
+        &h,
+        &up,
+        "POST /a HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\ncontent-length: 2\r\n\r\nhi",
+    )
+    .await;
+    assert_eq!((st, &seen.body[..]), (vec![200], &b"hi"[..]));
+    both(&seen, "127.0.0.1", "http");
+    let (_, seen) = through(
+        &h,
+        &up,
+        "GET /a HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n",
+    )
+    .await;
+    both(&seen, "203.0.113.9, 127.0.0.1", "http");
+    let (_, seen) = through(
+        &h,
+        &up,
+        "GET /a HTTP/1.1\r\nhost: h\r\nx-api-key: k-alice-1\r\nX-Forwarded-Proto: https\r\n\r\n",
+    )
+    .await;
+    both(&seen, "127.0.0.1", "http");
+
+    // Header filters run after the fields are set, and see them.
+    let up = RawUpstream::start().await;
+    let h = Harness::start(&support::gateway_with_rules(
+        up.addr(),
+        "  - matches: [{path: {type: PathPrefix, value: /rule}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-forwarded-proto, value: rule}], remove: [x-forwarded-for]}
+    backendRefs: [{name: app, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /backend}}]
+    backendRefs:
+    - name: app
+      port: 80
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {add: [{name: x-forwarded-for, value: 192.0.2.1}]}",
+    ))
+    .await;
+    let (_, seen) = through(&h, &up, "GET /rule HTTP/1.1\r\nhost: h\r\n\r\n").await;
+    assert!(seen.header_all("x-forwarded-for").is_empty(), "{seen:?}");
+    assert_eq!(seen.header_all("x-forwarded-proto"), ["rule"]);
+    let (_, seen) = through(&h, &up, "GET /backend HTTP/1.1\r\nhost: h\r\n\r\n").await;
+    // `add` appends to the value (as the conformance suite expects).
+    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1,192.0.2.1"]);
+    assert_eq!(seen.header_all("x-forwarded-proto"), ["http"]);
+}
+
 #[tokio::test]
 async fn chunked_bodies_arrive_with_their_trailers() {
     let up = RawUpstream::start().await;

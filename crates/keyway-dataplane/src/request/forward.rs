@@ -2,17 +2,17 @@
 //! upstream request, send it, filter the response.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, Version};
 use keyway_store::{Endpoint, Forward, Listener, Route, Target, Upstream, WeightedBackend};
+use tokio::time::Instant;
 
 use super::{redirect, ConnInfo, Gateway, Outcome, ProxyError};
 use crate::body::{Body, BodyProgress};
-use crate::headers;
-use crate::metrics::now_ms;
+use crate::headers::{self, Forwarded};
+use crate::metrics::{millis_at, now_ms};
 use crate::upstream::{fields, Timeouts, UpstreamError};
 
 impl Gateway {
@@ -46,22 +46,25 @@ impl Gateway {
         };
         outcome.upstream = Some(upstream.name.clone());
 
-        // b. Endpoint.
-        let endpoint = pick_endpoint(upstream)?;
+        // b. Endpoint. One clock read serves the endpoint's ejection check, the response
+        // deadline, the pool's idle check and the upstream latency (which so includes
+        // building the request: well under a microsecond).
+        let now = Instant::now();
+        let endpoint = pick_endpoint(upstream, now)?;
 
         // c. The request as the upstream gets it.
-        let (req, progress) = upstream_request(f, backend, route, parts, body, conn)?;
+        let (req, progress, forwarded) = upstream_request(f, backend, route, parts, body, conn)?;
 
         // d. Send.
         let _active = endpoint.start_request();
-        let sent = Instant::now();
         let timeouts = Timeouts {
             response: route.timeout.unwrap_or(self.settings.upstream_timeout),
             body_idle: self.settings.body_idle_timeout,
+            now,
         };
         let resp = self
             .client
-            .send(&endpoint.authority, req, progress, timeouts)
+            .send(&endpoint.authority, req, progress, forwarded, timeouts)
             .await
             .map_err(|e| match e {
                 UpstreamError::Connect => {
@@ -74,23 +77,28 @@ impl Gateway {
                 UpstreamError::BadRequestBody => ProxyError::BadRequestBody,
             })?;
         self.metrics
-            .observe_upstream(&upstream.name, sent.elapsed().as_secs_f64());
+            .observe_upstream(&upstream.name, now.elapsed().as_secs_f64());
 
         // e. Filter the response.
         Ok(filter_response(resp, f, backend))
     }
 }
 
-fn pick_endpoint(upstream: &Upstream) -> Result<&Endpoint, ProxyError> {
+/// The upstream request, the progress of its body, and its forwarding fields when they are
+/// not in its map.
+type Upstreamed = (Request<Body>, Option<Arc<BodyProgress>>, Option<Forwarded>);
+
+fn pick_endpoint(upstream: &Upstream, now: Instant) -> Result<&Endpoint, ProxyError> {
     let index = upstream
-        .pick(now_ms(), fastrand::u32(..), &[])
+        .pick(millis_at(now.into_std()), fastrand::u32(..), &[])
         .ok_or(ProxyError::NoHealthyUpstream)?;
     Ok(&upstream.endpoints[index])
 }
 
 /// The upstream request: the client's `Host` (HTTP/2's `:authority`, already copied there),
 /// forwarding headers, only framing Keyway produces itself, the route's filters and
-/// rewrites, and an origin-form target (RFC 9112 §3.2.1), never absolute-form.
+/// rewrites, and an origin-form target (RFC 9112 §3.2.1), never absolute-form. The
+/// forwarding fields come back apart from the map when nothing needs them in it.
 fn upstream_request(
     f: &Forward,
     backend: &WeightedBackend,
@@ -98,9 +106,15 @@ fn upstream_request(
     parts: &mut Parts,
     body: Body,
     conn: &ConnInfo,
-) -> Result<(Request<Body>, Option<Arc<BodyProgress>>), ProxyError> {
-    headers::set_forwarded(&mut parts.headers, &conn.peer_ip, conn.scheme());
-    headers::prepare_for_upstream(&mut parts.headers);
+) -> Result<Upstreamed, ProxyError> {
+    let client_forwarded = headers::prepare_for_upstream(&mut parts.headers);
+    let filtered = !f.request_headers.is_empty() || !backend.request_headers.is_empty();
+    let forwarded = if client_forwarded || filtered {
+        headers::set_forwarded(&mut parts.headers, &conn.peer_ip, conn.scheme());
+        None
+    } else {
+        Some(Forwarded::new(&conn.peer_ip, conn.scheme()))
+    };
     if !f.request_headers.is_empty() {
         f.request_headers.apply(&mut parts.headers);
     }
@@ -145,7 +159,7 @@ fn upstream_request(
     *out.uri_mut() = target;
     *out.version_mut() = Version::HTTP_11;
     *out.headers_mut() = std::mem::take(&mut parts.headers);
-    Ok((out, progress))
+    Ok((out, progress, forwarded))
 }
 
 /// The response as the client gets it: connection-level headers gone, the route's filters

@@ -19,6 +19,7 @@ use super::fields::RawFields;
 use super::h1::{self, Chunked, Framing, Head, Malformed, Parsed, Step};
 use super::Home;
 use crate::body::{Body, BodyError};
+use crate::headers::Forwarded;
 
 /// Room kept free in the read buffer before each read.
 const READ_ROOM: usize = 8 * 1024;
@@ -84,13 +85,17 @@ impl Conn {
 
     /// Sends the request head and reads the final response head. The body is left in the
     /// buffer and on the socket for [`DirectBody`].
-    pub(crate) async fn exchange<B>(&mut self, req: &Request<B>) -> Result<Head, ExchangeError> {
+    pub(crate) async fn exchange<B>(
+        &mut self,
+        req: &Request<B>,
+        forwarded: Option<&Forwarded>,
+    ) -> Result<Head, ExchangeError> {
         debug_assert!(
             self.buf.is_empty(),
             "a pooled connection has nothing unread"
         );
         self.buf.clear();
-        h1::encode_head(req, &mut self.buf);
+        h1::encode_head(req, forwarded, &mut self.buf);
         let sent = self.stream.write_all(&self.buf).await;
         self.buf.clear();
         sent.map_err(|e| ExchangeError::NothingReceived(Some(e)))?;

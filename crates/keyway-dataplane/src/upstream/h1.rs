@@ -37,6 +37,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
 
 use super::fields::{self, RawFields};
+use crate::headers::Forwarded;
 
 /// The longest response head (and trailer section) accepted, as hyper's client allows.
 pub const MAX_HEAD: usize = 8192 + 4096 * 100;
@@ -51,8 +52,9 @@ pub fn takes<B>(req: &Request<B>, has_body: bool) -> bool {
 }
 
 /// Appends the request head as HTTP/1.1: the origin-form target, the headers in the
-/// map's order, lower-case names (as hyper writes them).
-pub fn encode_head<B>(req: &Request<B>, out: &mut BytesMut) {
+/// map's order, lower-case names (as hyper writes them), then the forwarding fields kept
+/// out of the map.
+pub fn encode_head<B>(req: &Request<B>, forwarded: Option<&Forwarded>, out: &mut BytesMut) {
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.extend_from_slice(b" ");
@@ -63,6 +65,9 @@ pub fn encode_head<B>(req: &Request<B>, out: &mut BytesMut) {
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(f) = forwarded {
+        f.write(out);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -594,14 +599,14 @@ mod tests {
             .body(())
             .unwrap();
         let mut out = BytesMut::new();
-        encode_head(&req, &mut out);
+        encode_head(&req, None, &mut out);
         assert_eq!(
             &out[..],
             b"GET /a/b?c=d HTTP/1.1\r\nhost: up\r\nx-multi: 1\r\nx-multi: 2\r\n\r\n"
         );
         let bare = Request::head("http://h").body(()).unwrap();
         out.clear();
-        encode_head(&bare, &mut out);
+        encode_head(&bare, None, &mut out);
         assert_eq!(&out[..], b"HEAD / HTTP/1.1\r\n\r\n");
     }
 

@@ -39,6 +39,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{Body, BodyProgress};
+use crate::headers::Forwarded;
 use direct::{Conn, DirectBody, ExchangeError};
 
 /// Why an upstream request failed; each maps to one status.
@@ -88,6 +89,10 @@ pub struct Timeouts {
     pub response: Duration,
     /// Longest pause in the request body while it is being sent.
     pub body_idle: Duration,
+    /// When the gateway began forwarding the request. A request without a body is
+    /// complete from this moment, so its response deadline counts from here: the caller's
+    /// clock read serves the pool too, one read fewer per request (each is a `vDSO` call).
+    pub now: Instant,
 }
 
 /// Idle connections per endpoint, shared by every request.
@@ -226,8 +231,7 @@ impl UpstreamClient {
 
     /// The most recently returned usable connection of the [`direct`] path; expired and
     /// closed ones are dropped.
-    fn checkout_direct(&self, authority: &Authority) -> Option<Conn> {
-        let now = Instant::now();
+    fn checkout_direct(&self, authority: &Authority, now: Instant) -> Option<Conn> {
         let mut idle = self.pool.direct.lock().expect("pool lock");
         let list = idle.get_mut(authority.as_str())?;
         let timeout = self.pool.options.idle_timeout;
@@ -319,15 +323,17 @@ impl UpstreamClient {
         authority: &Authority,
         mut req: Request<Body>,
         progress: Option<Arc<BodyProgress>>,
+        forwarded: Option<Forwarded>,
         timeouts: Timeouts,
     ) -> Result<Response<Body>, UpstreamError> {
         if h1::takes(&req, progress.is_some()) {
-            return self.send_direct(authority, req, timeouts).await;
+            return self.send_direct(authority, req, forwarded, timeouts).await;
+        }
+        if let Some(f) = forwarded {
+            f.insert_into(req.headers_mut());
         }
         // Known once the whole request has been handed over.
-        let mut deadline = progress
-            .is_none()
-            .then(|| Instant::now() + timeouts.response);
+        let mut deadline = progress.is_none().then(|| timeouts.now + timeouts.response);
         // A pooled connection the upstream closed meanwhile hands the request back
         // unsent; try the next one, then a fresh connection.
         for _ in 0..4 {
@@ -402,10 +408,11 @@ impl UpstreamClient {
         &self,
         authority: &Authority,
         req: Request<Body>,
+        forwarded: Option<Forwarded>,
         timeouts: Timeouts,
     ) -> Result<Response<Body>, UpstreamError> {
-        let deadline = Instant::now() + timeouts.response;
-        let mut pooled = self.checkout_direct(authority);
+        let deadline = timeouts.now + timeouts.response;
+        let mut pooled = self.checkout_direct(authority, timeouts.now);
         loop {
             let (mut conn, reused) = match pooled.take() {
                 Some(c) => (c, true),
@@ -414,15 +421,18 @@ impl UpstreamClient {
                     false,
                 ),
             };
-            let head = match tokio::time::timeout_at(deadline, conn.exchange(&req)).await {
-                Err(_) => return Err(UpstreamError::Timeout),
-                Ok(Ok(head)) => head,
-                Ok(Err(ExchangeError::NothingReceived(_))) if reused => continue,
-                Ok(Err(e)) => {
-                    tracing::debug!(%authority, error = %e, "upstream exchange failed");
-                    return Err(UpstreamError::Protocol);
-                }
-            };
+            let head =
+                match tokio::time::timeout_at(deadline, conn.exchange(&req, forwarded.as_ref()))
+                    .await
+                {
+                    Err(_) => return Err(UpstreamError::Timeout),
+                    Ok(Ok(head)) => head,
+                    Ok(Err(ExchangeError::NothingReceived(_))) if reused => continue,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%authority, error = %e, "upstream exchange failed");
+                        return Err(UpstreamError::Protocol);
+                    }
+                };
             let home = head.reusable.then(|| Home {
                 pool: self.pool.clone(),
                 authority: authority.clone(),
