@@ -31,7 +31,7 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
 }
 
 /// `x-request-id`.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
@@ -114,29 +114,39 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, scheme: &'s
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
 }
 
-/// `x-forwarded-for` and `x-forwarded-proto` as [`set_forwarded`] would set them, for a
-/// request that carried neither: kept out of the map and written as the head's last lines
-/// ([`Forwarded::write`]), where inserting them (two hashed inserts of custom names) was
-/// 2% of a proxied request. Only where nothing reads the map after them: no route or
-/// backend header filter (those see them in the map), and an upstream head Keyway writes
-/// itself (hyper's client gets them [`inserted`](Forwarded::insert_into)).
+/// The fields Keyway adds to a request that carried none of them, as [`set_forwarded`] and
+/// [`RequestId`] would put them in the map: `x-request-id` (when Keyway made it),
+/// `x-forwarded-for` and `x-forwarded-proto`. They stay out of the map and are written as
+/// the head's last lines ([`AddedFields::write`]): inserting them (three hashed inserts of
+/// custom names) and building the id's value were 4% of a proxied request. Only where
+/// nothing reads the map after them: no route or backend header filter (those see them in
+/// the map), and an upstream head Keyway writes itself (hyper's client gets them
+/// [`inserted`](AddedFields::insert_into)).
 #[derive(Clone, Debug)]
-pub struct Forwarded {
+pub struct AddedFields {
+    request_id: Option<[u8; 36]>,
     peer_ip: HeaderValue,
     scheme: &'static str,
 }
 
-impl Forwarded {
-    /// The fields for a client at `peer_ip` on a `scheme` listener.
-    pub fn new(peer_ip: &HeaderValue, scheme: &'static str) -> Self {
-        Forwarded {
+impl AddedFields {
+    /// The fields for a client at `peer_ip` on a `scheme` listener, and the id Keyway
+    /// made for the request, if it did.
+    pub fn new(request_id: Option<&[u8; 36]>, peer_ip: &HeaderValue, scheme: &'static str) -> Self {
+        AddedFields {
+            request_id: request_id.copied(),
             peer_ip: peer_ip.clone(),
             scheme,
         }
     }
 
-    /// Appends both fields as head lines.
+    /// Appends the fields as head lines.
     pub fn write(&self, out: &mut bytes::BytesMut) {
+        if let Some(id) = &self.request_id {
+            out.extend_from_slice(b"x-request-id: ");
+            out.extend_from_slice(id);
+            out.extend_from_slice(b"\r\n");
+        }
         out.extend_from_slice(b"x-forwarded-for: ");
         out.extend_from_slice(self.peer_ip.as_bytes());
         out.extend_from_slice(b"\r\nx-forwarded-proto: ");
@@ -144,8 +154,21 @@ impl Forwarded {
         out.extend_from_slice(b"\r\n");
     }
 
-    /// Puts both fields in a map that has neither.
+    /// Puts the fields in a map that may have the client's forwarding fields: its
+    /// `x-forwarded-for` lines get Keyway's address appended, its `x-forwarded-proto` is
+    /// replaced ([`set_forwarded`]).
+    pub fn insert_into_merging(self, headers: &mut HeaderMap) {
+        if let Some(id) = &self.request_id {
+            headers.insert(X_REQUEST_ID.clone(), made_value(id));
+        }
+        set_forwarded(headers, &self.peer_ip, self.scheme);
+    }
+
+    /// Puts the fields in a map that has none of them.
     pub fn insert_into(self, headers: &mut HeaderMap) {
+        if let Some(id) = &self.request_id {
+            headers.insert(X_REQUEST_ID.clone(), made_value(id));
+        }
         headers.insert(X_FORWARDED_FOR.clone(), self.peer_ip);
         headers.insert(
             X_FORWARDED_PROTO.clone(),
@@ -203,8 +226,45 @@ pub fn prepare_for_upstream(headers: &mut HeaderMap) -> bool {
     forwarded
 }
 
+/// A request's `x-request-id`: the client's, or a UUID made for it. A made one stays
+/// its 36 bytes until something needs a header value; Keyway's own upstream writer puts
+/// it in the head as a line ([`AddedFields`]), so most requests never build one.
+#[derive(Clone, Debug)]
+pub enum RequestId {
+    /// The client's (the first, if it sent several).
+    Sent(HeaderValue),
+    /// Made by Keyway.
+    Made([u8; 36]),
+}
+
+impl RequestId {
+    /// The id of a request with these headers.
+    pub fn of(headers: &HeaderMap) -> Self {
+        match headers.get(&X_REQUEST_ID) {
+            Some(v) => RequestId::Sent(v.clone()),
+            None => RequestId::Made(uuid()),
+        }
+    }
+
+    /// The id as text, for the access log (`-` for a client's that is not UTF-8).
+    pub fn as_str(&self) -> &str {
+        match self {
+            RequestId::Sent(v) => v.to_str().unwrap_or("-"),
+            RequestId::Made(b) => std::str::from_utf8(b).unwrap_or("-"),
+        }
+    }
+
+    /// The id Keyway made, which the upstream request must still get.
+    pub fn made(&self) -> Option<&[u8; 36]> {
+        match self {
+            RequestId::Made(b) => Some(b),
+            RequestId::Sent(_) => None,
+        }
+    }
+}
+
 /// A random UUID (version 4), as Envoy generates for `x-request-id`.
-pub fn request_id() -> HeaderValue {
+fn uuid() -> [u8; 36] {
     let mut b: [u8; 16] = fastrand::u128(..).to_le_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
@@ -220,7 +280,12 @@ pub fn request_id() -> HeaderValue {
         out[j + 1] = HEX[(byte & 0xf) as usize];
         j += 2;
     }
-    HeaderValue::from_bytes(&out).expect("hex and dashes are a valid header value")
+    out
+}
+
+/// `made` as a header value.
+fn made_value(made: &[u8; 36]) -> HeaderValue {
+    HeaderValue::from_bytes(made).expect("hex and dashes are a valid header value")
 }
 
 #[cfg(test)]
@@ -291,11 +356,17 @@ mod tests {
 
     #[test]
     fn request_ids_look_like_uuids() {
-        let id = request_id();
-        let s = id.to_str().unwrap();
+        let made = RequestId::of(&HeaderMap::new());
+        let s = made.as_str();
         assert_eq!(s.len(), 36);
         assert_eq!(&s[14..15], "4");
-        assert_ne!(request_id(), request_id());
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+        assert_eq!(made_value(made.made().unwrap()), s);
+        assert_ne!(uuid(), uuid());
+        let mut sent = HeaderMap::new();
+        sent.insert("x-request-id", HeaderValue::from_static("mine"));
+        let sent = RequestId::of(&sent);
+        assert_eq!((sent.as_str(), sent.made()), ("mine", None));
     }
 
     #[test]
@@ -357,14 +428,28 @@ mod tests {
     fn forwarding_fields_as_lines_and_in_a_map_say_the_same() {
         let peer = HeaderValue::from_static("192.0.2.7");
         let mut out = bytes::BytesMut::new();
-        Forwarded::new(&peer, "https").write(&mut out);
+        AddedFields::new(None, &peer, "https").write(&mut out);
         assert_eq!(
             &out[..],
             b"x-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: https\r\n"
         );
         let (mut inserted, mut set) = (HeaderMap::new(), HeaderMap::new());
-        Forwarded::new(&peer, "https").insert_into(&mut inserted);
+        AddedFields::new(None, &peer, "https").insert_into(&mut inserted);
         set_forwarded(&mut set, &peer, "https");
         assert_eq!(inserted, set);
+
+        let id = RequestId::of(&HeaderMap::new());
+        let added = AddedFields::new(id.made(), &peer, "http");
+        out.clear();
+        added.write(&mut out);
+        let lines = format!(
+            "x-request-id: {}\r\nx-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\n",
+            id.as_str()
+        );
+        assert_eq!(&out[..], lines.as_bytes());
+        let mut inserted = HeaderMap::new();
+        added.insert_into(&mut inserted);
+        assert_eq!(inserted["x-request-id"], id.as_str());
+        assert_eq!(inserted.len(), 3);
     }
 }

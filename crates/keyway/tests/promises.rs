@@ -536,13 +536,24 @@ fn every_access_log_field() {
         )
         .await;
         assert_eq!(r.status, 200);
+        // Without an id of its own, the one Keyway makes is logged and forwarded alike.
+        let r = support::send(bin.gateway, Req::get("h", "/made").header("api-key", "k-1")).await;
+        assert_eq!(r.status, 200);
     });
     let (_, logs) = bin.stop();
-    let line: serde_json::Value = logs
+    let lines: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["target"] == "keyway::access")
-        .expect("an access-log line");
+        .filter(|v| v["target"] == "keyway::access")
+        .collect();
+    assert_eq!(lines.len(), 2, "{logs}");
+    let made = up.requests()[1]
+        .header("x-request-id")
+        .expect("an id upstream");
+    assert_eq!(made.len(), 36, "{made}");
+    assert_eq!(lines[1]["path"], "/made");
+    assert_eq!(lines[1]["request_id"], made.as_str());
+    let line = &lines[0];
     assert_eq!(line["method"], "GET");
     assert_eq!(line["path"], "/p", "never the query string");
     assert_eq!(line["status"], 200);

@@ -167,8 +167,8 @@ async fn forwarding_headers_are_set_as_envoy_sets_them() {
     assert_eq!(id.len(), 36, "a UUID is generated: {id}");
 }
 
-/// `x-forwarded-for` and `x-forwarded-proto` arrive once each, whichever way the gateway
-/// sets them: written as the head's last lines (a bodyless `GET` with neither from the
+/// `x-forwarded-for`, `x-forwarded-proto` and a made `x-request-id` arrive once each,
+/// whichever way the gateway sets them: written as the head's last lines (a bodyless `GET` with neither from the
 /// client and no header filter), inserted for hyper's client (a request with a body),
 /// merged with the client's own, or seen and changed by a rule's and a backend's header
 /// filter.
@@ -179,6 +179,8 @@ async fn forwarding_fields_arrive_once_on_every_path() {
     let both = |seen: &Captured, xff: &str, proto: &str| {
         assert_eq!(seen.header_all("x-forwarded-for"), [xff], "{seen:?}");
         assert_eq!(seen.header_all("x-forwarded-proto"), [proto], "{seen:?}");
+        let id = seen.header("x-request-id").expect("a request id");
+        assert_eq!(id.len(), 36, "{id}");
     };
     let (st, seen) = through(
         &h,
@@ -189,8 +191,11 @@ async fn forwarding_fields_arrive_once_on_every_path() {
     assert_eq!(st, [200]);
     both(&seen, "127.0.0.1", "http");
     let head = String::from_utf8(seen.head.clone()).unwrap();
+    let id = seen.header("x-request-id").unwrap();
     assert!(
-        head.ends_with("x-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"),
+        head.ends_with(&format!(
+            "x-request-id: {id}\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
+        )),
         "{head}"
     );
     let (st, seen) = through(
@@ -223,7 +228,7 @@ async fn forwarding_fields_arrive_once_on_every_path() {
         "  - matches: [{path: {type: PathPrefix, value: /rule}}]
     filters:
     - type: RequestHeaderModifier
-      requestHeaderModifier: {set: [{name: x-forwarded-proto, value: rule}], remove: [x-forwarded-for]}
+      requestHeaderModifier: {set: [{name: x-forwarded-proto, value: rule}], remove: [x-forwarded-for, x-request-id]}
     backendRefs: [{name: app, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /backend}}]
     backendRefs:
@@ -236,11 +241,11 @@ async fn forwarding_fields_arrive_once_on_every_path() {
     .await;
     let (_, seen) = through(&h, &up, "GET /rule HTTP/1.1\r\nhost: h\r\n\r\n").await;
     assert!(seen.header_all("x-forwarded-for").is_empty(), "{seen:?}");
+    assert!(seen.header_all("x-request-id").is_empty(), "{seen:?}");
     assert_eq!(seen.header_all("x-forwarded-proto"), ["rule"]);
     let (_, seen) = through(&h, &up, "GET /backend HTTP/1.1\r\nhost: h\r\n\r\n").await;
     // `add` appends to the value (as the conformance suite expects).
-    assert_eq!(seen.header_all("x-forwarded-for"), ["127.0.0.1,192.0.2.1"]);
-    assert_eq!(seen.header_all("x-forwarded-proto"), ["http"]);
+    both(&seen, "127.0.0.1,192.0.2.1", "http");
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{redirect, ConnInfo, Gateway, Outcome, ProxyError};
 use crate::body::{Body, BodyProgress};
-use crate::headers::{self, Forwarded};
+use crate::headers::{self, AddedFields, RequestId};
 use crate::metrics::{millis_at, now_ms};
 use crate::upstream::{fields, Timeouts, UpstreamError};
 
@@ -53,7 +53,8 @@ impl Gateway {
         let endpoint = pick_endpoint(upstream, now)?;
 
         // c. The request as the upstream gets it.
-        let (req, progress, forwarded) = upstream_request(f, backend, route, parts, body, conn)?;
+        let (req, progress, added) =
+            upstream_request(f, backend, route, parts, body, conn, &outcome.request_id)?;
 
         // d. Send.
         let _active = endpoint.start_request();
@@ -64,7 +65,7 @@ impl Gateway {
         };
         let resp = self
             .client
-            .send(&endpoint.authority, req, progress, forwarded, timeouts)
+            .send(&endpoint.authority, req, progress, added, timeouts)
             .await
             .map_err(|e| match e {
                 UpstreamError::Connect => {
@@ -84,9 +85,13 @@ impl Gateway {
     }
 }
 
-/// The upstream request, the progress of its body, and its forwarding fields when they are
+/// The upstream request, the progress of its body, and the fields Keyway adds when they are
 /// not in its map.
-type Upstreamed = (Request<Body>, Option<Arc<BodyProgress>>, Option<Forwarded>);
+type Upstreamed = (
+    Request<Body>,
+    Option<Arc<BodyProgress>>,
+    Option<AddedFields>,
+);
 
 fn pick_endpoint(upstream: &Upstream, now: Instant) -> Result<&Endpoint, ProxyError> {
     let index = upstream
@@ -97,8 +102,9 @@ fn pick_endpoint(upstream: &Upstream, now: Instant) -> Result<&Endpoint, ProxyEr
 
 /// The upstream request: the client's `Host` (HTTP/2's `:authority`, already copied there),
 /// forwarding headers, only framing Keyway produces itself, the route's filters and
-/// rewrites, and an origin-form target (RFC 9112 §3.2.1), never absolute-form. The
-/// forwarding fields come back apart from the map when nothing needs them in it.
+/// rewrites, and an origin-form target (RFC 9112 §3.2.1), never absolute-form. The fields
+/// Keyway adds (a made `x-request-id`, the forwarding fields) come back apart from the map
+/// when nothing needs them in it.
 fn upstream_request(
     f: &Forward,
     backend: &WeightedBackend,
@@ -106,14 +112,17 @@ fn upstream_request(
     parts: &mut Parts,
     body: Body,
     conn: &ConnInfo,
+    request_id: &RequestId,
 ) -> Result<Upstreamed, ProxyError> {
     let client_forwarded = headers::prepare_for_upstream(&mut parts.headers);
     let filtered = !f.request_headers.is_empty() || !backend.request_headers.is_empty();
-    let forwarded = if client_forwarded || filtered {
-        headers::set_forwarded(&mut parts.headers, &conn.peer_ip, conn.scheme());
+    let added = AddedFields::new(request_id.made(), &conn.peer_ip, conn.scheme());
+    let added = if client_forwarded || filtered {
+        // The client's x-forwarded-for is merged with Keyway's, and filters see all three.
+        added.insert_into_merging(&mut parts.headers);
         None
     } else {
-        Some(Forwarded::new(&conn.peer_ip, conn.scheme()))
+        Some(added)
     };
     if !f.request_headers.is_empty() {
         f.request_headers.apply(&mut parts.headers);
@@ -159,7 +168,7 @@ fn upstream_request(
     *out.uri_mut() = target;
     *out.version_mut() = Version::HTTP_11;
     *out.headers_mut() = std::mem::take(&mut parts.headers);
-    Ok((out, progress, forwarded))
+    Ok((out, progress, added))
 }
 
 /// The response as the client gets it: connection-level headers gone, the route's filters

@@ -24,14 +24,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::header::{Entry, HeaderValue};
+use http::header::HeaderValue;
 use http::request::Parts;
 use http::{Request, Response};
 use keyway_store::{Action, Config};
 
 use crate::access_log;
 use crate::body::Body;
-use crate::headers::{self, X_REQUEST_ID};
+use crate::headers::{self, RequestId};
 use crate::metrics::{DeniedLabels, Metrics};
 use crate::upstream::endpoints::Registry;
 use crate::upstream::{PoolOptions, UpstreamClient};
@@ -146,8 +146,8 @@ fn empty() -> &'static Arc<str> {
 }
 
 /// What the access log and the metrics say about a request beyond its status.
-#[derive(Default)]
 struct Outcome {
+    request_id: RequestId,
     gateway: Option<Arc<str>>,
     route: Option<Arc<str>>,
     /// The policy that decided (or failed to build), for the auth metrics.
@@ -206,12 +206,16 @@ impl Gateway {
         let start = self.settings.access_log.is_some().then(Instant::now);
         let config = self.config.load_full();
         let (mut parts, body) = req.into_parts();
-        // One hashed lookup finds or places it.
-        let request_id = match parts.headers.entry(&X_REQUEST_ID) {
-            Entry::Occupied(e) => e.get().clone(),
-            Entry::Vacant(e) => e.insert(headers::request_id()).clone(),
+        // A made id joins the upstream request when it is written (`AddedFields`).
+        let mut outcome = Outcome {
+            request_id: RequestId::of(&parts.headers),
+            gateway: None,
+            route: None,
+            policy: None,
+            client: None,
+            reason: None,
+            upstream: None,
         };
-        let mut outcome = Outcome::default();
         let response = match self
             .serve(&config, conn, &mut parts, body, &mut outcome)
             .await
@@ -223,7 +227,7 @@ impl Gateway {
                 e.into_response()
             }
         };
-        self.record(&parts, conn, &request_id, &outcome, &response, start);
+        self.record(&parts, conn, &outcome, &response, start);
         response
     }
 
@@ -320,7 +324,6 @@ impl Gateway {
         &self,
         parts: &Parts,
         conn: &ConnInfo,
-        request_id: &HeaderValue,
         outcome: &Outcome,
         response: &Response<Body>,
         start: Option<Instant>,
@@ -344,7 +347,7 @@ impl Gateway {
                     client: outcome.client.as_deref().unwrap_or("-"),
                     reason: outcome.reason.unwrap_or("-"),
                     upstream: outcome.upstream.as_deref().unwrap_or("-"),
-                    request_id: request_id.to_str().unwrap_or("-"),
+                    request_id: outcome.request_id.as_str(),
                     peer: conn.peer,
                 });
             }

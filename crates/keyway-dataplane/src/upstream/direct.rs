@@ -19,7 +19,7 @@ use super::fields::RawFields;
 use super::h1::{self, Chunked, Framing, Head, Malformed, Parsed, Step};
 use super::Home;
 use crate::body::{Body, BodyError};
-use crate::headers::Forwarded;
+use crate::headers::AddedFields;
 
 /// Room kept free in the read buffer before each read.
 const READ_ROOM: usize = 8 * 1024;
@@ -88,14 +88,14 @@ impl Conn {
     pub(crate) async fn exchange<B>(
         &mut self,
         req: &Request<B>,
-        forwarded: Option<&Forwarded>,
+        added: Option<&AddedFields>,
     ) -> Result<Head, ExchangeError> {
         debug_assert!(
             self.buf.is_empty(),
             "a pooled connection has nothing unread"
         );
         self.buf.clear();
-        h1::encode_head(req, forwarded, &mut self.buf);
+        h1::encode_head(req, added, &mut self.buf);
         let sent = self.stream.write_all(&self.buf).await;
         self.buf.clear();
         sent.map_err(|e| ExchangeError::NothingReceived(Some(e)))?;

@@ -37,7 +37,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
 
 use super::fields::{self, RawFields};
-use crate::headers::Forwarded;
+use crate::headers::AddedFields;
 
 /// The longest response head (and trailer section) accepted, as hyper's client allows.
 pub const MAX_HEAD: usize = 8192 + 4096 * 100;
@@ -52,9 +52,9 @@ pub fn takes<B>(req: &Request<B>, has_body: bool) -> bool {
 }
 
 /// Appends the request head as HTTP/1.1: the origin-form target, the headers in the
-/// map's order, lower-case names (as hyper writes them), then the forwarding fields kept
-/// out of the map.
-pub fn encode_head<B>(req: &Request<B>, forwarded: Option<&Forwarded>, out: &mut BytesMut) {
+/// map's order, lower-case names (as hyper writes them), then the fields Keyway adds that
+/// were kept out of the map.
+pub fn encode_head<B>(req: &Request<B>, added: Option<&AddedFields>, out: &mut BytesMut) {
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.extend_from_slice(b" ");
@@ -66,7 +66,7 @@ pub fn encode_head<B>(req: &Request<B>, forwarded: Option<&Forwarded>, out: &mut
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(f) = forwarded {
+    if let Some(f) = added {
         f.write(out);
     }
     out.extend_from_slice(b"\r\n");

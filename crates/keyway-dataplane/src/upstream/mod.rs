@@ -39,7 +39,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{Body, BodyProgress};
-use crate::headers::Forwarded;
+use crate::headers::AddedFields;
 use direct::{Conn, DirectBody, ExchangeError};
 
 /// Why an upstream request failed; each maps to one status.
@@ -323,13 +323,13 @@ impl UpstreamClient {
         authority: &Authority,
         mut req: Request<Body>,
         progress: Option<Arc<BodyProgress>>,
-        forwarded: Option<Forwarded>,
+        added: Option<AddedFields>,
         timeouts: Timeouts,
     ) -> Result<Response<Body>, UpstreamError> {
         if h1::takes(&req, progress.is_some()) {
-            return self.send_direct(authority, req, forwarded, timeouts).await;
+            return self.send_direct(authority, req, added, timeouts).await;
         }
-        if let Some(f) = forwarded {
+        if let Some(f) = added {
             f.insert_into(req.headers_mut());
         }
         // Known once the whole request has been handed over.
@@ -408,7 +408,7 @@ impl UpstreamClient {
         &self,
         authority: &Authority,
         req: Request<Body>,
-        forwarded: Option<Forwarded>,
+        added: Option<AddedFields>,
         timeouts: Timeouts,
     ) -> Result<Response<Body>, UpstreamError> {
         let deadline = timeouts.now + timeouts.response;
@@ -421,18 +421,17 @@ impl UpstreamClient {
                     false,
                 ),
             };
-            let head =
-                match tokio::time::timeout_at(deadline, conn.exchange(&req, forwarded.as_ref()))
-                    .await
-                {
-                    Err(_) => return Err(UpstreamError::Timeout),
-                    Ok(Ok(head)) => head,
-                    Ok(Err(ExchangeError::NothingReceived(_))) if reused => continue,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%authority, error = %e, "upstream exchange failed");
-                        return Err(UpstreamError::Protocol);
-                    }
-                };
+            let head = match tokio::time::timeout_at(deadline, conn.exchange(&req, added.as_ref()))
+                .await
+            {
+                Err(_) => return Err(UpstreamError::Timeout),
+                Ok(Ok(head)) => head,
+                Ok(Err(ExchangeError::NothingReceived(_))) if reused => continue,
+                Ok(Err(e)) => {
+                    tracing::debug!(%authority, error = %e, "upstream exchange failed");
+                    return Err(UpstreamError::Protocol);
+                }
+            };
             let home = head.reusable.then(|| Home {
                 pool: self.pool.clone(),
                 authority: authority.clone(),
