@@ -99,6 +99,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The client's IP as a header value, for `x-forwarded-for`.
     pub peer_ip: HeaderValue,
+    /// `peer` as text, made at the connection's first access-log line.
+    peer_text: std::sync::OnceLock<Box<str>>,
     /// HTTPS connections: what the TLS handshake settled.
     pub tls: Option<TlsInfo>,
 }
@@ -125,8 +127,14 @@ impl ConnInfo {
             peer,
             peer_ip: HeaderValue::from_str(&ip.to_string())
                 .expect("an IP address is a valid header value"),
+            peer_text: std::sync::OnceLock::new(),
             tls: None,
         }
+    }
+
+    /// The client's address as `Display` writes it, formatted once per connection.
+    pub fn peer_text(&self) -> &str {
+        self.peer_text.get_or_init(|| self.peer.to_string().into())
     }
 
     /// `https` on a TLS connection, else `http`: `x-forwarded-proto`, and the scheme of a
@@ -341,14 +349,14 @@ impl Gateway {
                     method: parts.method.as_str(),
                     path: parts.uri.path(),
                     status: status.as_u16(),
-                    duration_ms: start.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1000.0),
+                    duration_us: start.map_or(0, |s| s.elapsed().as_micros() as u64),
                     gateway: outcome.gateway.as_deref().unwrap_or("-"),
                     route: outcome.route.as_deref().unwrap_or("-"),
                     client: outcome.client.as_deref().unwrap_or("-"),
                     reason: outcome.reason.unwrap_or("-"),
                     upstream: outcome.upstream.as_deref().unwrap_or("-"),
                     request_id: outcome.request_id.as_str(),
-                    peer: conn.peer,
+                    peer: conn.peer_text(),
                 });
             }
         }
