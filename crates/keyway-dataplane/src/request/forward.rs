@@ -13,7 +13,7 @@ use super::{redirect, ConnInfo, Gateway, Outcome, ProxyError};
 use crate::body::{Body, BodyProgress};
 use crate::headers::{self, AddedFields, RequestId};
 use crate::metrics::{millis_at, now_ms};
-use crate::upstream::{fields, Timeouts, UpstreamError};
+use crate::upstream::{fields, h1, Timeouts, UpstreamError};
 
 impl Gateway {
     #[allow(clippy::too_many_arguments)]
@@ -63,20 +63,26 @@ impl Gateway {
             body_idle: self.settings.body_idle_timeout,
             now,
         };
-        let resp = self
-            .client
-            .send(&endpoint.authority, req, progress, added, timeouts)
-            .await
-            .map_err(|e| match e {
-                UpstreamError::Connect => {
-                    endpoint.mark_down(now_ms() + self.settings.eject_for.as_millis() as u64);
-                    ProxyError::UpstreamConnect
-                }
-                UpstreamError::Timeout => ProxyError::UpstreamTimeout,
-                UpstreamError::Protocol => ProxyError::UpstreamReset,
-                UpstreamError::BodyTimeout => ProxyError::RequestBodyTimeout,
-                UpstreamError::BadRequestBody => ProxyError::BadRequestBody,
-            })?;
+        let authority = &endpoint.authority;
+        let resp = if h1::takes(&req, progress.is_some()) {
+            self.client
+                .send_direct(authority, req, added, timeouts)
+                .await
+        } else {
+            self.client
+                .send(authority, req, progress, added, timeouts)
+                .await
+        };
+        let resp = resp.map_err(|e| match e {
+            UpstreamError::Connect => {
+                endpoint.mark_down(now_ms() + self.settings.eject_for.as_millis() as u64);
+                ProxyError::UpstreamConnect
+            }
+            UpstreamError::Timeout => ProxyError::UpstreamTimeout,
+            UpstreamError::Protocol => ProxyError::UpstreamReset,
+            UpstreamError::BodyTimeout => ProxyError::RequestBodyTimeout,
+            UpstreamError::BadRequestBody => ProxyError::BadRequestBody,
+        })?;
         self.metrics
             .observe_upstream(&upstream.name, now.elapsed().as_secs_f64());
 

@@ -318,6 +318,10 @@ impl UpstreamClient {
     /// Sends `req` (origin-form target, `Host` set) to `authority` and waits for the
     /// response headers. `progress` tracks a request body still arriving from the client
     /// (`None`: the request is complete already).
+    ///
+    /// The caller asks [`h1::takes`] first and sends what it takes with
+    /// [`Self::send_direct`]: one async layer fewer on the common path (each layer copies
+    /// the request into its future).
     pub async fn send(
         &self,
         authority: &Authority,
@@ -326,9 +330,6 @@ impl UpstreamClient {
         added: Option<AddedFields>,
         timeouts: Timeouts,
     ) -> Result<Response<Body>, UpstreamError> {
-        if h1::takes(&req, progress.is_some()) {
-            return self.send_direct(authority, req, added, timeouts).await;
-        }
         if let Some(f) = added {
             f.insert_into(req.headers_mut());
         }
@@ -404,7 +405,7 @@ impl UpstreamClient {
     /// before a byte of the response arrives (the upstream closed it just as the request
     /// came) is not an error: the request, idempotent, goes once more, on a new connection
     /// (the pool's others are likely closed too). A request is sent at most twice.
-    async fn send_direct(
+    pub async fn send_direct(
         &self,
         authority: &Authority,
         req: Request<Body>,
