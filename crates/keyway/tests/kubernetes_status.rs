@@ -176,8 +176,11 @@ async fn one_leader_writes_status_stays_idle_and_a_successor_takes_over() {
     for r in replicas.iter().flatten() {
         r.serving().await;
     }
+    // The fake API server logs a request when its response is complete, as a real one's
+    // audit log does at ResponseComplete: a status can be visible before its write is on
+    // record, so wait for both.
     let converged = until(Duration::from_secs(20), || async {
-        base_converged(&base_statuses(&api))
+        base_converged(&base_statuses(&api)) && status_writes(&api).len() >= 4
     })
     .await;
     assert!(
@@ -243,9 +246,11 @@ async fn one_leader_writes_status_stays_idle_and_a_successor_takes_over() {
         killed.elapsed()
     );
     assert!(took <= Duration::from_secs(5 + 2), "took {took:?}");
+    // As above: wait for the writes to be on record too.
     let restored = until(Duration::from_secs(5), || async {
         without_times(&Value::from(base_statuses(&api)))
             == without_times(&Value::from(before.clone()))
+            && status_writes(&api).len() >= 2
     })
     .await;
     assert!(
