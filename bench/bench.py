@@ -12,6 +12,7 @@ requests/s (2000), BENCH_CONNECTIONS for saturation (64), BENCH_SKIP comma list 
 sections to skip (peers,scaling,reload).
 """
 
+import atexit
 import json
 import os
 import re
@@ -74,7 +75,22 @@ def wait_port(port, timeout=20.0):
     raise RuntimeError(f"nothing listening on {port}")
 
 
+def port_is_free(port):
+    with socket.socket() as s:
+        # As the servers bind: connections of an earlier run in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
 def start(name, cmd, cpu, port=None, env=None):
+    # A leftover of an earlier run on the port would answer in this one's place: its
+    # numbers would be measured, and the CPU time of a process that serves nothing.
+    if port and not port_is_free(port):
+        raise SystemExit(f"{name}: port {port} is already in use (a process left from an earlier run?)")
     out = open(RUN / f"{name}.log", "w")
     p = subprocess.Popen(["taskset", "-c", cpu] + cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                          start_new_session=True)
@@ -97,8 +113,14 @@ def stop(p):
 
 def stop_all():
     """Stops every process `start` started (at the end of a benchmark)."""
-    for p in procs:
-        stop(p)
+    while procs:
+        stop(procs.pop())
+
+
+# Whatever ends the benchmark (an error, Ctrl-C, `timeout`'s SIGTERM), nothing it started
+# is left running to take the next run's ports.
+atexit.register(stop_all)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def tree(pid):
@@ -167,6 +189,8 @@ def wrk(port, key, duration, conns=CONNS, tag=None):
 
 
 def loadgen(port, key, rate, duration):
+    if not LOADGEN.exists():
+        raise SystemExit(f"{LOADGEN} missing: cargo build --release -p keyway -p keyway-loadgen")
     cmd = ["taskset", "-c", LOAD_CPU, str(LOADGEN), "--url", f"http://127.0.0.1:{port}/", "--rate", str(rate),
            "--duration", f"{duration}s", "--connections", "16", "-H", f"api-key: {key}"]
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
