@@ -47,7 +47,7 @@ use tokio_util::io::poll_read_buf;
 use super::conn::Control;
 use super::rewind::Rewind;
 use crate::request::{ConnInfo, Gateway};
-use request::{parse, Parse};
+use request::{parse, Parse, Scratch};
 use response::respond;
 
 /// The read buffer's size, and the least room left in it before a read.
@@ -84,13 +84,13 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let mut buf = BytesMut::with_capacity(READ_BUF);
-    let mut fields = Vec::new();
+    let mut scratch = Scratch::default();
     let mut out = Vec::with_capacity(4096);
     loop {
         // 1. A request head, unless the connection is asked to close first.
         let req = loop {
             if !buf.is_empty() {
-                match parse(&mut buf, limits, &mut fields) {
+                match parse(&mut buf, limits, &mut scratch) {
                     Parse::Request(req) => break req,
                     Parse::Partial => {}
                     Parse::Defer(head) => return Ended::Handoff(rewind(head, buf, io)),

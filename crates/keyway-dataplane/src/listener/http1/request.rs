@@ -29,15 +29,88 @@ pub(super) enum Parse {
     Defer(Option<Bytes>),
 }
 
+/// Most field names a connection remembers from its last request (see [`Scratch`]).
+const REMEMBERED_NAMES: usize = 32;
+
+/// What a connection keeps between requests, so that a request allocates neither.
+#[derive(Default)]
+pub(super) struct Scratch {
+    /// Where each field of the head being parsed sits.
+    fields: Vec<Field>,
+    /// The field names of the last request, by position. A keep-alive client sends the
+    /// same names in the same order each time, and a name `http` has no constant for
+    /// (`x-api-key`, say) costs an allocation and a copy to make; a remembered one costs
+    /// a comparison and a reference count.
+    names: Vec<HeaderName>,
+}
+
 /// Where a field's name and value sit in the head.
-pub(super) struct Field {
+struct Field {
     name: (usize, usize),
     value: (usize, usize),
 }
 
-/// Parses the request head at the start of `buf`. `fields` is scratch space, kept by the
-/// connection so no request allocates it.
-pub(super) fn parse(buf: &mut BytesMut, limits: Limits, fields: &mut Vec<Field>) -> Parse {
+/// The name of the field at `position`, read from `raw`: the remembered one if `raw` spells
+/// it, else a new one, remembered in its place. The result is what `HeaderName::from_bytes`
+/// gives for `raw`: a remembered name is a valid name, already lower case, and only ASCII
+/// letters differ by case, so `raw` spells it exactly when `from_bytes(raw)` would make it.
+fn name_at(names: &mut Vec<HeaderName>, position: usize, raw: &[u8]) -> Option<HeaderName> {
+    if let Some(known) = names.get(position) {
+        if spells(known.as_str().as_bytes(), raw) {
+            return Some(known.clone());
+        }
+    }
+    let name = HeaderName::from_bytes(raw).ok()?;
+    if let Some(slot) = names.get_mut(position) {
+        *slot = name.clone();
+    } else if position < REMEMBERED_NAMES {
+        names.push(name.clone());
+    }
+    Some(name)
+}
+
+/// Whether `raw` is `lower` with any of its letters in either case. `lower` is a field name
+/// as `http` keeps it: ASCII, letters in lower case. Eight bytes at a time: this runs for
+/// every field of every request, and `eq_ignore_ascii_case` goes byte by byte.
+fn spells(lower: &[u8], raw: &[u8]) -> bool {
+    let n = lower.len();
+    if n != raw.len() {
+        return false;
+    }
+    // `raw` spells `lower` where `raw | letters(lower) == lower`: a letter's two cases differ
+    // only in bit 5, and every other byte must match exactly. Words that overlap check some
+    // bytes twice, which changes nothing.
+    let same = |at: usize, width: usize| {
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w[..width].copy_from_slice(&b[at..at + width]);
+            u64::from_le_bytes(w)
+        };
+        let l = word(lower);
+        word(raw) | letters(l) == l
+    };
+    match n {
+        0..4 => (0..n).all(|i| same(i, 1)),
+        4..=8 => same(0, 4) && same(n - 4, 4),
+        _ => (0..n - 8).step_by(8).all(|at| same(at, 8)) && same(n - 8, 8),
+    }
+}
+
+/// `0x20` in each byte of `word` that is a lower-case ASCII letter, `0` in the others: the
+/// bit that tells a letter's cases apart. Every byte must be ASCII (below `0x80`), so that no
+/// sum below carries into the next byte.
+fn letters(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // The top bit of each byte: set in `from_a` where the byte is `a` or above, in `past_z`
+    // where it is above `z`.
+    let from_a = word.wrapping_add(ONES * u64::from(0x80 - b'a'));
+    let past_z = word.wrapping_add(ONES * u64::from(0x80 - b'z' - 1));
+    (from_a & !past_z & (ONES * 0x80)) >> 2
+}
+
+/// Parses the request head at the start of `buf`.
+pub(super) fn parse(buf: &mut BytesMut, limits: Limits, scratch: &mut Scratch) -> Parse {
+    let Scratch { fields, names } = scratch;
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let slots = &mut slots[..limits.max_headers.min(MAX_HEADERS)];
     let mut req = httparse::Request::new(&mut []);
@@ -74,8 +147,8 @@ pub(super) fn parse(buf: &mut BytesMut, limits: Limits, fields: &mut Vec<Field>)
     };
     // Room for the fields the request path adds (request id, forwarding, client id).
     let mut headers = HeaderMap::with_capacity(fields.len() + 6);
-    for f in fields.iter() {
-        let Ok(name) = HeaderName::from_bytes(&head[f.name.0..f.name.1]) else {
+    for (position, f) in fields.iter().enumerate() {
+        let Some(name) = name_at(names, position, &head[f.name.0..f.name.1]) else {
             return Parse::Defer(Some(head));
         };
         if name == header::CONTENT_LENGTH
@@ -113,7 +186,7 @@ mod tests {
 
     fn parse_all(bytes: &[u8]) -> (Parse, BytesMut) {
         let mut buf = BytesMut::from(bytes);
-        let p = parse(&mut buf, LIMITS, &mut Vec::new());
+        let p = parse(&mut buf, LIMITS, &mut Scratch::default());
         (p, buf)
     }
 
@@ -196,6 +269,129 @@ mod tests {
             parse_all(&long.as_bytes()[..8195]).0,
             Parse::Defer(None)
         ));
+    }
+
+    #[test]
+    fn spells_is_eq_ignore_ascii_case_against_a_lower_case_name() {
+        // Every ASCII byte for `lower` (a name holds only some of them, but the word trick
+        // must be right for all), every byte for `raw`, in every place of names of every
+        // length up to two words and a bit (each length reads its words differently).
+        let lower_name = b"abcdefgh-xyz0123w";
+        let raw_name = b"ABCdefGH-xYz0123W";
+        for len in 1..=lower_name.len() {
+            for at in 0..len {
+                for l in 0u8..0x80 {
+                    for r in 0u8..=0xff {
+                        let mut lower = lower_name[..len].to_vec();
+                        let mut raw = raw_name[..len].to_vec();
+                        lower[at] = l.to_ascii_lowercase();
+                        raw[at] = r;
+                        assert_eq!(
+                            spells(&lower, &raw),
+                            lower.eq_ignore_ascii_case(&raw),
+                            "{lower:?} vs {raw:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(!spells(b"abc", b"ab"));
+        assert!(!spells(b"ab", b"abc"));
+        assert!(spells(b"", b""));
+        assert!(spells(b"accept-encoding", b"Accept-Encoding"));
+        assert!(!spells(b"accept-encoding", b"Accept-Encodinf"));
+        assert!(!spells(b"accept-encoding", b"Bccept-Encoding"));
+    }
+
+    #[test]
+    fn letters_marks_exactly_the_lower_case_letters() {
+        for b in 0u8..0x80 {
+            for at in 0..8 {
+                let word = u64::from(b) << (8 * at) | 0x2d2d_2d2d_2d2d_2d2d & !(0xff << (8 * at));
+                let want = u64::from(u8::from(b.is_ascii_lowercase()) << 5) << (8 * at);
+                assert_eq!(letters(word), want, "{b:#x} at {at}");
+            }
+        }
+        assert_eq!(letters(u64::from_le_bytes(*b"az`{AZ09")), 0x2020);
+    }
+
+    fn names(scratch: &Scratch) -> Vec<&str> {
+        scratch.names.iter().map(|n| n.as_str()).collect()
+    }
+
+    #[test]
+    fn a_remembered_name_is_what_from_bytes_makes() {
+        let spellings: &[&[u8]] = &[
+            b"x-api-key",
+            b"X-Api-Key",
+            b"X-API-KEY",
+            b"x-api-kez",
+            b"x-api-ke",
+            b"x-api-keyy",
+            b"x_api_key",
+            b"x-api key",
+            b"x-api-k\xc5y",
+            b"host",
+            b"HOST",
+            b"h0st",
+            b"",
+            b"x-api-k\x7fy",
+            b"x-api-k:y",
+            b"x-api-kEy",
+        ];
+        for first in spellings {
+            for then in spellings {
+                let mut remembered = Vec::new();
+                let made = name_at(&mut remembered, 0, first);
+                assert_eq!(made, HeaderName::from_bytes(first).ok());
+                assert_eq!(
+                    name_at(&mut remembered, 0, then),
+                    HeaderName::from_bytes(then).ok(),
+                    "{:?} after {:?}",
+                    String::from_utf8_lossy(then),
+                    String::from_utf8_lossy(first),
+                );
+                // Whatever is remembered is the last valid name seen in that place.
+                let last = HeaderName::from_bytes(then).ok().or(made);
+                assert_eq!(remembered.first(), last.as_ref());
+            }
+        }
+    }
+
+    #[test]
+    fn a_connection_remembers_its_last_request_names_in_place() {
+        let mut scratch = Scratch::default();
+        let mut buf =
+            BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\nX-Api-Key: k\r\nX-B: 1\r\n\r\n"[..]);
+        assert!(matches!(
+            parse(&mut buf, LIMITS, &mut scratch),
+            Parse::Request(_)
+        ));
+        assert_eq!(names(&scratch), ["host", "x-api-key", "x-b"]);
+        // Different names in the same places replace the remembered ones, and the request
+        // carries its own names, not the remembered ones.
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\nX-Other: k\r\n\r\n"[..]);
+        let Parse::Request(req) = parse(&mut buf, LIMITS, &mut scratch) else {
+            panic!("not taken")
+        };
+        let got: Vec<&str> = req.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(got, ["host", "x-other"]);
+        assert_eq!(names(&scratch), ["host", "x-other", "x-b"]);
+        // A head with more fields than are remembered is read whole; the first 32 names
+        // are kept.
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..40 {
+            many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        let mut buf = BytesMut::from(&many[..]);
+        let Parse::Request(req) = parse(&mut buf, LIMITS, &mut scratch) else {
+            panic!("not taken")
+        };
+        assert_eq!(req.headers().len(), 40);
+        assert!(req.headers().contains_key("x-39"));
+        let kept: Vec<String> = (0..REMEMBERED_NAMES).map(|i| format!("x-{i}")).collect();
+        assert_eq!(names(&scratch), kept);
     }
 
     /// What hyper's server (configured as Keyway's) reads as the first request of a
@@ -285,6 +481,7 @@ mod tests {
     async fn what_the_loop_takes_hyper_takes_and_reads_the_same() {
         let mut rng = fastrand::Rng::with_seed(0x6b65_7977_6179);
         let mut taken = 0;
+        let mut kept = Scratch::default();
         for round in 0..4000 {
             let seed = SEEDS[round % SEEDS.len()];
             let input = if round < SEEDS.len() {
@@ -293,6 +490,12 @@ mod tests {
                 mutate(&mut rng, seed)
             };
             let (parsed, rest) = parse_all(&input);
+            // A connection's scratch, remembering the names of every earlier round, reads
+            // each head as a fresh one does.
+            let mut again = BytesMut::from(&input[..]);
+            let remembering = parse(&mut again, LIMITS, &mut kept);
+            assert_eq!(format!("{remembering:?}"), format!("{parsed:?}"));
+            assert_eq!(again, rest);
             let Parse::Request(req) = parsed else {
                 continue;
             };
