@@ -32,7 +32,8 @@ pub(super) enum Parse {
 /// Most field names a connection remembers from its last request (see [`Scratch`]).
 const REMEMBERED_NAMES: usize = 32;
 
-/// What a connection keeps between requests, so that a request allocates neither.
+/// What a connection keeps between requests, so that a request allocates neither its list
+/// of fields nor, when its client sent the same names last time, its field names.
 #[derive(Default)]
 pub(super) struct Scratch {
     /// Where each field of the head being parsed sits.
@@ -70,8 +71,9 @@ fn name_at(names: &mut Vec<HeaderName>, position: usize, raw: &[u8]) -> Option<H
 }
 
 /// Whether `raw` is `lower` with any of its letters in either case. `lower` is a field name
-/// as `http` keeps it: ASCII, letters in lower case. Eight bytes at a time: this runs for
-/// every field of every request, and `eq_ignore_ascii_case` goes byte by byte.
+/// as `http` keeps it: ASCII, letters in lower case. A word (four or eight bytes) at a
+/// time: this runs for every field of every request, and `eq_ignore_ascii_case`, byte by
+/// byte, cost as much as remembering the names saved.
 fn spells(lower: &[u8], raw: &[u8]) -> bool {
     let n = lower.len();
     if n != raw.len() {
