@@ -721,6 +721,63 @@ async fn keep_alive_requests_get_every_framing_back_whole_on_one_connection() {
     assert_eq!(targets, want);
 }
 
+#[tokio::test]
+async fn field_names_arrive_as_each_request_on_a_connection_spelled_them() {
+    // Keyway's loop remembers a connection's last field names by position and reuses one a
+    // field spells again. Names that change, change case, move or grow in number from one
+    // request to the next on one connection must each reach the upstream as that request
+    // named them (in lower case, as Keyway writes every name).
+    let up = RawUpstream::start().await;
+    let h = keyed(&up, false).await;
+    let requests = [
+        ("/1", "X-Api-Key: k-alice-1\r\nX-One: a\r\nX-Two: b\r\n"),
+        ("/2", "x-api-key: k-alice-1\r\nX-Uno: a\r\nX-Two: b\r\n"),
+        (
+            "/3",
+            "X-API-KEY: k-alice-1\r\nx-one: c\r\nX-Dos: d\r\nX-Three: e\r\n",
+        ),
+        ("/4", "X-Two: f\r\nX-Api-Key: k-alice-1\r\n"),
+    ];
+    let mut pipelined: String = requests
+        .iter()
+        .map(|(path, fields)| format!("GET {path} HTTP/1.1\r\nhost: h\r\n{fields}\r\n"))
+        .collect();
+    pipelined.push_str(&last("/last"));
+    let raw = raw_exchange(h.addr(80), pipelined.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(support::statuses(&raw), [200; 5]);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 5);
+    let ours = ["x-one", "x-two", "x-uno", "x-dos", "x-three"];
+    for ((path, fields), got) in requests.iter().zip(&seen) {
+        assert_eq!(got.target(), *path);
+        let sent: Vec<(String, String)> = fields
+            .split("\r\n")
+            .filter_map(|line| line.split_once(": "))
+            .filter(|(name, _)| ours.contains(&name.to_ascii_lowercase().as_str()))
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_string()))
+            .collect();
+        let received: Vec<(String, String)> = got
+            .headers
+            .iter()
+            .filter(|(name, _)| name.starts_with("x-") && ours.contains(&name.as_str()))
+            .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
+            .collect();
+        assert_eq!(received, sent, "{path}");
+        // The key is read under every spelling of its name, and stripped.
+        assert!(
+            got.headers
+                .iter()
+                .all(|(n, _)| !n.eq_ignore_ascii_case("x-api-key")),
+            "{path}: {:?}",
+            got.headers
+        );
+        assert!(got
+            .headers
+            .iter()
+            .any(|(n, v)| n == "x-client-id" && v == b"alice"));
+    }
+}
+
 /// The field lines of a response head, sorted, but for `connection`.
 fn field_lines(head: &str) -> Vec<String> {
     let mut lines: Vec<String> = head
