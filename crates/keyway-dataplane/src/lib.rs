@@ -15,6 +15,7 @@
 
 pub mod access_log;
 pub mod body;
+mod header_maps;
 pub mod headers;
 pub mod listener;
 pub mod metrics;

@@ -135,6 +135,49 @@ async fn gateway_wide_upstream_timeout_is_configurable() {
     assert_eq!(h.get(80, "example.test", "/delay/10").await.status, 200);
 }
 
+/// A pooled upstream connection keeps one timer from exchange to exchange, moved to each
+/// request's deadline: earlier for a route with a short timeout, later again after it. A
+/// timer left at the last deadline would cut the third request short, and one that did not
+/// move earlier would hold the fourth for the gateway-wide 15 s.
+#[tokio::test]
+async fn each_request_on_a_pooled_connection_has_its_own_timeout() {
+    let up = RawUpstream::with(|c| match c.target() {
+        "/slow/late" => Reply::ok().after(Duration::from_secs(5)),
+        "/late" => Reply::ok().after(Duration::from_millis(700)),
+        _ => Reply::ok(),
+    })
+    .await;
+    let h = start_with_upstream(up.addr()).await;
+    // Gateway-wide deadline (15 s), then the /slow rule's 300 ms, on the same connection.
+    assert_eq!(h.get(80, "example.test", "/fast").await.status, 200);
+    assert_eq!(h.get(80, "example.test", "/slow/fast").await.status, 200);
+    assert_eq!(
+        up.connections(),
+        1,
+        "the second request reused the connection"
+    );
+    // 700 ms is past the last deadline but well within this request's own.
+    let r = h.get(80, "example.test", "/late").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // 300 ms again, on the same connection, whose timer was last set 15 s out.
+    let asked = std::time::Instant::now();
+    let r = h.get(80, "example.test", "/slow/late").await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "cut at the route's 300 ms, not later: {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        up.connections(),
+        1,
+        "every request so far on one connection"
+    );
+    // The late connection is not reused; the next request dials anew.
+    assert_eq!(h.get(80, "example.test", "/fast").await.status, 200);
+    assert_eq!(up.connections(), 2);
+}
+
 #[tokio::test]
 async fn oversized_request_head_gets_431() {
     let h = start_with_upstream(upstream().await).await;

@@ -5,6 +5,7 @@
 //! no task per upstream connection, no channel between tasks.
 
 use std::fmt;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -14,6 +15,7 @@ use http::Request;
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::fields::RawFields;
 use super::h1::{self, Chunked, Framing, Head, Malformed, Parsed, Step};
@@ -24,10 +26,21 @@ use crate::headers::AddedFields;
 /// Room kept free in the read buffer before each read.
 const READ_ROOM: usize = 8 * 1024;
 
-/// An upstream connection and the bytes read from it but not yet used.
+/// An upstream connection, the bytes read from it but not yet used, and the timer of its
+/// exchanges.
 pub(crate) struct Conn {
     stream: TcpStream,
     buf: BytesMut,
+    /// The deadline of the exchange in progress. One timer serves the connection's life:
+    /// each exchange moves it later, which tokio does with a compare-and-swap, leaving the
+    /// entry where it is in the timer wheel (the wheel moves it only when the old deadline
+    /// comes). A timer per exchange cost a registration and a removal, each under the time
+    /// driver's lock: about 400 instructions of a proxied request.
+    ///
+    /// While the connection is idle in the pool the timer stays registered with the waker
+    /// of the last request's task: at worst that task is woken once for nothing, or its
+    /// memory outlives it until the deadline (the response timeout) or the next exchange.
+    timer: Pin<Box<Sleep>>,
 }
 
 /// Why an exchange failed.
@@ -38,6 +51,8 @@ pub(crate) enum ExchangeError {
     NothingReceived(Option<io::Error>),
     /// The connection failed or ended inside the response head.
     Cut(Option<io::Error>),
+    /// The deadline passed before the response head was read.
+    Late,
     /// The response head was malformed or too long.
     Malformed(Malformed),
 }
@@ -56,15 +71,19 @@ impl fmt::Display for ExchangeError {
                 write!(f, "connection failed inside the response head: {e}")
             }
             ExchangeError::Malformed(m) => m.fmt(f),
+            ExchangeError::Late => f.write_str("no response head by the deadline"),
         }
     }
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream) -> Self {
+    /// A connection whose first exchange is due by `deadline` (it is the timer's first
+    /// setting; each exchange sets its own).
+    pub(crate) fn new(stream: TcpStream, deadline: Instant) -> Self {
         Conn {
             stream,
             buf: BytesMut::with_capacity(READ_ROOM),
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
         }
     }
 
@@ -83,56 +102,24 @@ impl Conn {
         }
     }
 
-    /// Sends the request head and reads the final response head. The body is left in the
-    /// buffer and on the socket for [`DirectBody`].
+    /// Sends the request head and reads the final response head, unless `deadline` passes
+    /// first. The body is left in the buffer and on the socket for [`DirectBody`].
     pub(crate) async fn exchange<B>(
         &mut self,
         req: &Request<B>,
         added: Option<&AddedFields>,
+        deadline: Instant,
     ) -> Result<Head, ExchangeError> {
-        debug_assert!(
-            self.buf.is_empty(),
-            "a pooled connection has nothing unread"
-        );
-        self.buf.clear();
-        h1::encode_head(req, added, &mut self.buf);
-        let sent = self.stream.write_all(&self.buf).await;
-        self.buf.clear();
-        sent.map_err(|e| ExchangeError::NothingReceived(Some(e)))?;
-        let mut received = false;
-        loop {
-            if !self.buf.is_empty() {
-                match h1::parse_head(&self.buf, req.method()).map_err(ExchangeError::Malformed)? {
-                    Parsed::Final(head, len) => {
-                        bytes::Buf::advance(&mut self.buf, len);
-                        return Ok(head);
-                    }
-                    Parsed::Informational(len) => {
-                        bytes::Buf::advance(&mut self.buf, len);
-                        continue;
-                    }
-                    Parsed::Partial if self.buf.len() > h1::MAX_HEAD => {
-                        return Err(ExchangeError::Malformed(Malformed(
-                            "response head too long",
-                        )))
-                    }
-                    Parsed::Partial => {}
-                }
-            }
-            self.buf.reserve(READ_ROOM);
-            let ended = |e| {
-                if received {
-                    ExchangeError::Cut(e)
-                } else {
-                    ExchangeError::NothingReceived(e)
-                }
-            };
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) => return Err(ended(None)),
-                Ok(_) => received = true,
-                Err(e) => return Err(ended(Some(e))),
-            }
-        }
+        let Conn { stream, buf, timer } = self;
+        timer.as_mut().reset(deadline);
+        let exchange = exchange(stream, buf, req, added);
+        tokio::pin!(exchange);
+        // As `tokio::time::timeout` does: a response that is ready wins over the deadline.
+        poll_fn(|cx| match exchange.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(r),
+            Poll::Pending => timer.as_mut().poll(cx).map(|()| Err(ExchangeError::Late)),
+        })
+        .await
     }
 
     /// The body bytes already read, if they are the whole body of `len` bytes.
@@ -143,6 +130,55 @@ impl Conn {
     /// Whether bytes follow the response: the connection is then out of step.
     pub(crate) fn has_unread(&self) -> bool {
         !self.buf.is_empty()
+    }
+}
+
+/// [`Conn::exchange`] without its deadline.
+async fn exchange<B>(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    req: &Request<B>,
+    added: Option<&AddedFields>,
+) -> Result<Head, ExchangeError> {
+    debug_assert!(buf.is_empty(), "a pooled connection has nothing unread");
+    buf.clear();
+    h1::encode_head(req, added, buf);
+    let sent = stream.write_all(buf).await;
+    buf.clear();
+    sent.map_err(|e| ExchangeError::NothingReceived(Some(e)))?;
+    let mut received = false;
+    loop {
+        if !buf.is_empty() {
+            match h1::parse_head(buf, req.method()).map_err(ExchangeError::Malformed)? {
+                Parsed::Final(head, len) => {
+                    bytes::Buf::advance(buf, len);
+                    return Ok(head);
+                }
+                Parsed::Informational(len) => {
+                    bytes::Buf::advance(buf, len);
+                    continue;
+                }
+                Parsed::Partial if buf.len() > h1::MAX_HEAD => {
+                    return Err(ExchangeError::Malformed(Malformed(
+                        "response head too long",
+                    )))
+                }
+                Parsed::Partial => {}
+            }
+        }
+        buf.reserve(READ_ROOM);
+        let ended = |e| {
+            if received {
+                ExchangeError::Cut(e)
+            } else {
+                ExchangeError::NothingReceived(e)
+            }
+        };
+        match stream.read_buf(buf).await {
+            Ok(0) => return Err(ended(None)),
+            Ok(_) => received = true,
+            Err(e) => return Err(ended(Some(e))),
+        }
     }
 }
 

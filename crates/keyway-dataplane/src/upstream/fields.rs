@@ -19,7 +19,7 @@
 //! came from the same head, leaving the response's `HeaderMap` empty: one allocation
 //! fewer than a response extension would take.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Response;
 
@@ -34,7 +34,10 @@ const MAX_NAME: usize = 1 << 16;
 pub struct RawFields {
     /// Every end-to-end field as `name: value\r\n`, names in lower case, in the order
     /// received; the framing field (`Content-Length` or `Transfer-Encoding`), if any, last.
-    lines: Bytes,
+    /// Kept unfrozen: `freeze` of a buffer not filled to its capacity allocates the shared
+    /// header that `Bytes` needs, one allocation per response for a buffer only copied
+    /// from (until [`RawFields::append_to`], which freezes it).
+    lines: BytesMut,
     /// Where the framing field starts in `lines`.
     framing_at: usize,
     /// The value of `Content-Length`, when that is the framing field.
@@ -59,15 +62,16 @@ impl RawFields {
     }
 
     /// Appends every field to `map`, as the head parser would have built it.
-    pub fn append_to(&self, map: &mut HeaderMap) {
-        for line in self.lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+    pub fn append_to(self, map: &mut HeaderMap) {
+        let lines = self.lines.freeze();
+        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let Some(colon) = line.iter().position(|&b| b == b':') else {
                 continue;
             };
             let (name, value) = (&line[..colon], &line[colon + 2..]);
-            let start = value.as_ptr() as usize - self.lines.as_ptr() as usize;
-            let value = self.lines.slice(start..start + value.len());
+            let start = value.as_ptr() as usize - lines.as_ptr() as usize;
+            let value = lines.slice(start..start + value.len());
             // Both were checked when the fields were read.
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(name),
@@ -240,7 +244,7 @@ pub(super) fn scan(fields: &[httparse::Header<'_>]) -> Result<Scan, Malformed> {
             None => {}
         }
         RawFields {
-            lines: lines.freeze(),
+            lines,
             framing_at,
             length,
             coded,

@@ -481,7 +481,7 @@ mod tests {
                 Fields::Raw(raw) => {
                     as_bytes += 1;
                     let mut map = HeaderMap::new();
-                    raw.append_to(&mut map);
+                    raw.clone().append_to(&mut map);
                     assert_eq!(map, as_general_path(head.as_bytes()), "{head}");
                     let te = map.contains_key(http::header::TRANSFER_ENCODING);
                     assert_eq!(raw.coded, te, "{head}");

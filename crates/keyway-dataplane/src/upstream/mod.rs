@@ -418,17 +418,15 @@ impl UpstreamClient {
             let (mut conn, reused) = match pooled.take() {
                 Some(c) => (c, true),
                 None => (
-                    Conn::new(self.dial(authority, Some(deadline)).await?),
+                    Conn::new(self.dial(authority, Some(deadline)).await?, deadline),
                     false,
                 ),
             };
-            let head = match tokio::time::timeout_at(deadline, conn.exchange(&req, added.as_ref()))
-                .await
-            {
-                Err(_) => return Err(UpstreamError::Timeout),
-                Ok(Ok(head)) => head,
-                Ok(Err(ExchangeError::NothingReceived(_))) if reused => continue,
-                Ok(Err(e)) => {
+            let head = match conn.exchange(&req, added.as_ref(), deadline).await {
+                Ok(head) => head,
+                Err(ExchangeError::Late) => return Err(UpstreamError::Timeout),
+                Err(ExchangeError::NothingReceived(_)) if reused => continue,
+                Err(e) => {
                     tracing::debug!(%authority, error = %e, "upstream exchange failed");
                     return Err(UpstreamError::Protocol);
                 }
@@ -441,6 +439,8 @@ impl UpstreamClient {
                 h1::Fields::Raw(raw) => (None, Some(raw)),
                 h1::Fields::Map(map) => (Some(map), None),
             };
+            // The request's map, sent, serves the next request's head on this thread.
+            crate::header_maps::give_back(req.into_parts().0.headers);
             let body = DirectBody::start(conn, head.framing, home, raw);
             let mut resp = Response::new(body.into_body());
             *resp.status_mut() = head.status;

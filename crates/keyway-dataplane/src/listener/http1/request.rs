@@ -6,7 +6,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Uri, Version};
 
 use super::Limits;
@@ -148,7 +148,7 @@ pub(super) fn parse(buf: &mut BytesMut, limits: Limits, scratch: &mut Scratch) -
         return Parse::Defer(Some(head));
     };
     // Room for the fields the request path adds (request id, forwarding, client id).
-    let mut headers = HeaderMap::with_capacity(fields.len() + 6);
+    let mut headers = crate::header_maps::with_capacity(fields.len() + 6);
     for (position, f) in fields.iter().enumerate() {
         let Some(name) = name_at(names, position, &head[f.name.0..f.name.1]) else {
             return Parse::Defer(Some(head));

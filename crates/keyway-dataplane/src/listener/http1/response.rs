@@ -448,7 +448,7 @@ mod tests {
                     let mut as_map =
                         Response::new(Body::Direct(Box::new(DirectBody::whole(body(), None))));
                     *as_map.status_mut() = head.status;
-                    raw.append_to(as_map.headers_mut());
+                    raw.clone().append_to(as_map.headers_mut());
                     let (a, fa, ka) = head_of(as_bytes, is_head, false);
                     let (b, fb, kb) = head_of(as_map, is_head, false);
                     let lines = |s: &str| {
