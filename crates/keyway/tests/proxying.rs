@@ -142,13 +142,16 @@ async fn gateway_wide_upstream_timeout_is_configurable() {
 #[tokio::test]
 async fn each_request_on_a_pooled_connection_has_its_own_timeout() {
     let up = RawUpstream::with(|c| match c.target() {
-        "/slow/late" => Reply::ok().after(Duration::from_secs(5)),
-        "/late" => Reply::ok().after(Duration::from_millis(700)),
+        "/slow/late" => Reply::ok().after(Duration::from_secs(10)),
+        "/late" => Reply::ok().after(Duration::from_millis(1500)),
         _ => Reply::ok(),
     })
     .await;
-    let h = start_with_upstream(up.addr()).await;
-    // Gateway-wide deadline (15 s), then the /slow rule's 300 ms, on the same connection.
+    // The /slow rule's timeout at 1 s: room for a loaded machine to answer /slow/fast.
+    let manifests = gateway_and_route(&service("default", "app", &[up.addr()]))
+        .replace("timeouts: {request: 300ms}", "timeouts: {request: 1s}");
+    let h = Harness::start(&manifests).await;
+    // The gateway-wide deadline (15 s), then the /slow rule's 1 s, on the same connection.
     assert_eq!(h.get(80, "example.test", "/fast").await.status, 200);
     assert_eq!(h.get(80, "example.test", "/slow/fast").await.status, 200);
     assert_eq!(
@@ -156,17 +159,17 @@ async fn each_request_on_a_pooled_connection_has_its_own_timeout() {
         1,
         "the second request reused the connection"
     );
-    // 700 ms is past the last deadline but well within this request's own.
+    // 1.5 s is past the last deadline but well within this request's own.
     let r = h.get(80, "example.test", "/late").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    // 300 ms again, on the same connection, whose timer was last set 15 s out.
+    // 1 s again, on the same connection, whose timer was last set 15 s out.
     let asked = std::time::Instant::now();
     let r = h.get(80, "example.test", "/slow/late").await;
     assert_eq!(r.status, 504, "{}", r.text());
+    let waited = asked.elapsed();
     assert!(
-        asked.elapsed() < Duration::from_secs(3),
-        "cut at the route's 300 ms, not later: {:?}",
-        asked.elapsed()
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "cut at the route's 1 s, neither sooner nor much later: {waited:?}"
     );
     assert_eq!(
         up.connections(),
