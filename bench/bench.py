@@ -188,11 +188,11 @@ def wrk(port, key, duration, conns=CONNS, tag=None):
     return res
 
 
-def loadgen(port, key, rate, duration):
+def loadgen(port, key, rate, duration, conns=16):
     if not LOADGEN.exists():
         raise SystemExit(f"{LOADGEN} missing: cargo build --release -p keyway -p keyway-loadgen")
     cmd = ["taskset", "-c", LOAD_CPU, str(LOADGEN), "--url", f"http://127.0.0.1:{port}/", "--rate", str(rate),
-           "--duration", f"{duration}s", "--connections", "16", "-H", f"api-key: {key}"]
+           "--duration", f"{duration}s", "--connections", str(conns), "-H", f"api-key: {key}"]
     return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
