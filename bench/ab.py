@@ -68,8 +68,7 @@ def main():
     (run / "upstream.conf").write_text(bench.render("upstream-nginx.conf"))
     bench.start("upstream", ["nginx", "-c", str(run / "upstream.conf"), "-p", str(run)], bench.LOAD_CPU,
                 bench.UPSTREAM_PORT)
-    keys = ("apiVersion: v1\nkind: Secret\nmetadata: {name: keys, labels: {bench: keys}}\nstringData:\n"
-            + "".join(f"  client{i}: {k}\n" for i, k in enumerate(bench.KEYS, 1)))
+    keys = bench.keys_secret()
     ports = {"A": 18091, "B": 18092}
     for side, binary in (("A", a_bin), ("B", b_bin)):
         port = ports[side]

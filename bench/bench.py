@@ -205,6 +205,12 @@ def secret_docs(n_keys, per_secret=1000, prefix="k"):
     return "".join(docs)
 
 
+def keys_secret():
+    """The Secret of the three benchmark keys, as a manifest."""
+    return ("apiVersion: v1\nkind: Secret\nmetadata: {name: keys, labels: {bench: keys}}\nstringData:\n"
+            + "".join(f"  client{i}: {k}\n" for i, k in enumerate(KEYS, 1)))
+
+
 def bench_key(i, prefix="k"):
     return f"{prefix}-{i:08d}-{i * 7919 % 1000003:07d}"
 
@@ -251,9 +257,7 @@ def peers():
     kw_dir = RUN / "keyway-peers"
     kw_dir.mkdir()
     (kw_dir / "gateway.yaml").write_text(render("keyway.yaml", PORT=PORTS["keyway"]))
-    (kw_dir / "keys.yaml").write_text(
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: keys, labels: {bench: keys}}\nstringData:\n"
-        + "".join(f"  client{i}: {k}\n" for i, k in enumerate(KEYS, 1)))
+    (kw_dir / "keys.yaml").write_text(keys_secret())
     for name in ("nginx", "haproxy"):
         (RUN / f"{name}.conf").write_text(render("nginx-apikey.conf" if name == "nginx" else "haproxy.cfg", PORT=PORTS[name]))
     (RUN / "envoy.yaml").write_text(render("envoy.yaml", PORT=PORTS["envoy"]))

@@ -67,9 +67,7 @@ def start_all():
     kw = RUN / "keyway"
     kw.mkdir()
     (kw / "gateway.yaml").write_text(bench.render("keyway.yaml", PORT=PORTS["keyway"]))
-    (kw / "keys.yaml").write_text(
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: keys, labels: {bench: keys}}\nstringData:\n"
-        + "".join(f"  client{i}: {k}\n" for i, k in enumerate(bench.KEYS, 1)))
+    (kw / "keys.yaml").write_text(bench.keys_secret())
     pids = {"keyway": bench.start_keyway(kw, PORTS["keyway"]).pid}
     (RUN / "nginx.conf").write_text(bench.render("nginx-apikey.conf", PORT=PORTS["nginx"]))
     pids["nginx"] = bench.start("nginx", ["nginx", "-c", str(RUN / "nginx.conf"), "-p", str(RUN)],

@@ -47,9 +47,7 @@ def main():
     baseline = bench.os.environ.get("KEYWAY_BASELINE")
     for name in ("nginx", "nginx-log"):
         (RUN / f"{name}.conf").write_text(nginx_conf(ports[name], name.endswith("log")))
-    (kw_dir / "keys.yaml").write_text(
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: keys, labels: {bench: keys}}\nstringData:\n"
-        + "".join(f"  client{i}: {k}\n" for i, k in enumerate(bench.KEYS, 1)))
+    (kw_dir / "keys.yaml").write_text(bench.keys_secret())
 
     def keyway(name, logged, binary=bench.KEYWAY):
         d = RUN / name

@@ -37,9 +37,7 @@ def main():
     kw_dir = RUN / "keyway"
     kw_dir.mkdir()
     (kw_dir / "gateway.yaml").write_text(bench.render("keyway.yaml", PORT=ports["keyway"]))
-    (kw_dir / "keys.yaml").write_text(
-        "apiVersion: v1\nkind: Secret\nmetadata: {name: keys, labels: {bench: keys}}\nstringData:\n"
-        + "".join(f"  client{i}: {k}\n" for i, k in enumerate(bench.KEYS, 1)))
+    (kw_dir / "keys.yaml").write_text(bench.keys_secret())
     bench.start("keyway", [str(bench.KEYWAY), "run", "--config", str(kw_dir), "--bind-address", "127.0.0.1",
                            "--admin-address", f"127.0.0.1:{bench.ADMIN}", "--threads", "1",
                            "--access-log", "false"], bench.PROXY_CPU, ports["keyway"])

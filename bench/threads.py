@@ -37,8 +37,7 @@ def wrk(port):
 def main():
     (RUN / "upstream.conf").write_text(bench.render("upstream-nginx.conf"))
     bench.start("upstream", ["nginx", "-c", str(RUN / "upstream.conf"), "-p", str(RUN)], BOTH, bench.UPSTREAM_PORT)
-    keys = ("apiVersion: v1\nkind: Secret\nmetadata: {name: keys, labels: {bench: keys}}\nstringData:\n"
-            + "".join(f"  client{i}: {k}\n" for i, k in enumerate(bench.KEYS, 1)))
+    keys = bench.keys_secret()
     ports = {"nginx-1": 18081, "nginx-2": 18085, "keyway-1": 18084, "keyway-2": 18086}
 
     def start(name):

@@ -4,7 +4,7 @@ use std::net::TcpListener;
 use std::os::fd::{AsRawFd, RawFd};
 
 use crate::conn::{Conn, Conns, Next};
-use crate::http::{KeyCheck, BUF, DENY};
+use crate::http::{KeyCheck, DENY};
 
 const LISTENER: u64 = u64::MAX;
 
@@ -47,33 +47,22 @@ pub fn serve(listener: TcpListener, dial: impl Fn() -> RawFd, check: &KeyCheck) 
                 }
                 let i = (ev.u64 >> 1) as usize;
                 let Some(c) = conns.get(i) else { continue };
-                let next = if ev.u64 & 1 == 0 {
-                    let r = libc::recv(
-                        c.client,
-                        c.req[c.req_len..].as_mut_ptr().cast(),
-                        BUF - c.req_len,
-                        0,
-                    );
-                    if r <= 0 {
-                        if r == 0 || errno() != libc::EAGAIN {
-                            close(&mut conns, i);
-                        }
-                        continue;
+                let from_client = ev.u64 & 1 == 0;
+                let (fd, buf) = if from_client {
+                    (c.client, &mut c.req[c.req_len..])
+                } else {
+                    (c.upstream, &mut c.resp[c.resp_len..])
+                };
+                let r = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                if r <= 0 {
+                    if r == 0 || errno() != libc::EAGAIN {
+                        close(&mut conns, i);
                     }
+                    continue;
+                }
+                let next = if from_client {
                     c.client_read(r as usize, check)
                 } else {
-                    let r = libc::recv(
-                        c.upstream,
-                        c.resp[c.resp_len..].as_mut_ptr().cast(),
-                        BUF - c.resp_len,
-                        0,
-                    );
-                    if r <= 0 {
-                        if r == 0 || errno() != libc::EAGAIN {
-                            close(&mut conns, i);
-                        }
-                        continue;
-                    }
                     c.upstream_read(r as usize)
                 };
                 let sent = match next {
