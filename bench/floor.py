@@ -24,6 +24,8 @@ generator's share shapes it too. FLOOR_ROUNDS (default 5) rounds; the medians, a
 over rounds of each proxy's figure over Keyway's in the same round (and the io_uring floor's
 over the epoll floor's), written to bench/results/floor-<stamp>.json. Needs
 `cargo build --release -p keyway -p keyway-loadgen` and a kernel with io_uring (6.1+).
+KEYWAY_BIN names the Keyway binary; FLOOR_KEYWAY_B adds a second one ("keyway-b") to the
+same rounds, e.g. target/pgo/keyway from bench/pgo.sh.
 """
 
 import json
@@ -44,6 +46,10 @@ FLOOR = bench.BENCH / "floor"
 RUN = bench.RUN
 PORTS = {"keyway": bench.PORTS["keyway"], "nginx": bench.PORTS["nginx"], "floor-epoll": 18085,
          "floor-uring": 18086}
+# A second Keyway binary to measure in the same rounds (a PGO build from bench/pgo.sh, a branch).
+KEYWAY_B = os.environ.get("FLOOR_KEYWAY_B")
+if KEYWAY_B:
+    PORTS["keyway-b"] = 18087
 
 
 def cpu_split(pid):
@@ -69,6 +75,15 @@ def start_all():
     (kw / "gateway.yaml").write_text(bench.render("keyway.yaml", PORT=PORTS["keyway"]))
     (kw / "keys.yaml").write_text(bench.keys_secret())
     pids = {"keyway": bench.start_keyway(kw, PORTS["keyway"]).pid}
+    if KEYWAY_B:
+        kb = RUN / "keyway-b"
+        kb.mkdir()
+        (kb / "gateway.yaml").write_text(bench.render("keyway.yaml", PORT=PORTS["keyway-b"]))
+        (kb / "keys.yaml").write_text(bench.keys_secret())
+        cmd = [KEYWAY_B, "run", "--config", str(kb), "--bind-address", "127.0.0.1", "--admin-address",
+               f"127.0.0.1:{bench.ADMIN + 1}", "--threads", "1", "--access-log", "false"]
+        pids["keyway-b"] = bench.start("keyway-b", cmd, bench.PROXY_CPU, PORTS["keyway-b"],
+                                       dict(os.environ, RUST_LOG="warn")).pid
     (RUN / "nginx.conf").write_text(bench.render("nginx-apikey.conf", PORT=PORTS["nginx"]))
     pids["nginx"] = bench.start("nginx", ["nginx", "-c", str(RUN / "nginx.conf"), "-p", str(RUN)],
                                 bench.PROXY_CPU, PORTS["nginx"]).pid
@@ -124,7 +139,8 @@ def main():
         med["floor-uring"]["vs_floor_epoll"] = per_round(by_name["floor-uring"], by_name["floor-epoll"])
         summary[load] = med
     result = {"medians": summary, "rounds": rows,
-              "settings": {"rounds": ROUNDS, "seconds": SECONDS, "rates": RATES, "connections": 64},
+              "settings": {"rounds": ROUNDS, "seconds": SECONDS, "rates": RATES, "connections": 64,
+                           "keyway": str(bench.KEYWAY), "keyway_b": KEYWAY_B},
               "versions": bench.versions()}
     out = bench.BENCH / "results" / f"floor-{time.strftime('%Y-%m-%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))
