@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Keyway built with profile-guided optimization, and what it gains (issue 14).
-# Needs curl; h2load (nghttp2-client) adds HTTP/2 GETs to the training, valgrind and nginx
-# the instruction counts.
+# Needs curl; h2load (nghttp2-client) adds HTTP/2 to the training, valgrind and nginx the
+# instruction counts.
 #
 #   ./bench/pgo.sh            # ~16 minutes on 2 cores; the binary is target/pgo/keyway
 #
@@ -11,16 +11,17 @@
 #    `keyway echo-server` on 127.0.0.1, once with its default access log and once without,
 #    under a mix weighted like an API gateway's traffic: keep-alive GETs with a valid key
 #    from keyway-loadgen, requests with a wrong key and with none, and a smaller share of
-#    HTTP/2 (h2load) and of 1 KiB POST bodies (curl, h2load), so no path the benchmarks measure is left
-#    cold. Only Keyway's own profiles are kept (the upstream's and the load's go elsewhere).
+#    HTTP/2 (h2load) and of 1 KiB POST bodies (curl, h2load), so that no path the benchmarks
+#    measure is left cold. Only Keyway's own profiles are kept (the upstream's and the load's go elsewhere).
 # 3. Merges them with the toolchain's llvm-profdata (`rustup component add llvm-tools`) and
 #    builds again with `-Cprofile-use` into target/pgo-use; copies the result to
 #    target/pgo/keyway.
 # 4. With valgrind and nginx at hand, counts instructions per proxied request of the plain
 #    release build and of this one (bench/instructions.sh).
 #
-# Compare natively with KEYWAY_BIN=target/pgo/keyway ./bench/floor.py (or headline.py), or
-# KEYWAY_A=target/release/keyway KEYWAY_B=target/pgo/keyway ./bench/ab.py.
+# Compare natively with FLOOR_KEYWAY_B=target/pgo/keyway ./bench/floor.py (both builds and
+# nginx in the same rounds), or KEYWAY_A=target/release/keyway KEYWAY_B=target/pgo/keyway
+# ./bench/ab.py; KEYWAY_BIN=target/pgo/keyway ./bench/headline.py for the issue's table.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
