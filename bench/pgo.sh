@@ -12,7 +12,8 @@
 #    under a mix weighted like an API gateway's traffic: keep-alive GETs with a valid key
 #    from keyway-loadgen, requests with a wrong key and with none, and a smaller share of
 #    HTTP/2 (h2load) and of 1 KiB POST bodies (curl, h2load), so that no path the benchmarks
-#    measure is left cold. Only Keyway's own profiles are kept (the upstream's and the load's go elsewhere).
+#    measure is left cold. Only Keyway's own profiles are kept (the upstream's and the
+#    load's go elsewhere).
 # 3. Merges them with the toolchain's llvm-profdata (`rustup component add llvm-tools`) and
 #    builds again with `-Cprofile-use` into target/pgo-use; copies the result to
 #    target/pgo/keyway.
