@@ -135,15 +135,20 @@ def tree(pid):
     return out
 
 
-def cpu_ticks(pid):
-    total = 0
+def cpu_split(pid):
+    """User and system clock ticks of the process and its descendants so far."""
+    user = system = 0
     for p in tree(pid):
         try:
             f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(f[11]) + int(f[12])
+            user, system = user + int(f[11]), system + int(f[12])
         except OSError:
             pass
-    return total
+    return user, system
+
+
+def cpu_ticks(pid):
+    return sum(cpu_split(pid))
 
 
 def status_kb(pid, field):
@@ -215,11 +220,11 @@ def bench_key(i, prefix="k"):
     return f"{prefix}-{i:08d}-{i * 7919 % 1000003:07d}"
 
 
-def start_keyway(config_dir, port, extra=()):
-    cmd = [str(KEYWAY), "run", "--config", str(config_dir), "--bind-address", "127.0.0.1",
-           "--admin-address", f"127.0.0.1:{ADMIN}", "--threads", "1", "--access-log", "false", *extra]
+def start_keyway(config_dir, port, extra=(), binary=None, name="keyway", admin=ADMIN):
+    cmd = [str(binary or KEYWAY), "run", "--config", str(config_dir), "--bind-address", "127.0.0.1",
+           "--admin-address", f"127.0.0.1:{admin}", "--threads", "1", "--access-log", "false", *extra]
     env = dict(os.environ, RUST_LOG="warn")
-    return start("keyway", cmd, PROXY_CPU, port, env)
+    return start(name, cmd, PROXY_CPU, port, env)
 
 
 def admin(path):

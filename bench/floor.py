@@ -52,18 +52,6 @@ if KEYWAY_B:
     PORTS["keyway-b"] = 18087
 
 
-def cpu_split(pid):
-    """User and system clock ticks of the process and its children so far."""
-    user = system = 0
-    for p in bench.tree(pid):
-        try:
-            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            user, system = user + int(f[11]), system + int(f[12])
-        except OSError:
-            pass
-    return user, system
-
-
 def start_all():
     subprocess.run(["cargo", "build", "--release", "-q", "--manifest-path", str(FLOOR / "Cargo.toml")],
                    check=True)
@@ -80,10 +68,8 @@ def start_all():
         kb.mkdir()
         (kb / "gateway.yaml").write_text(bench.render("keyway.yaml", PORT=PORTS["keyway-b"]))
         (kb / "keys.yaml").write_text(bench.keys_secret())
-        cmd = [KEYWAY_B, "run", "--config", str(kb), "--bind-address", "127.0.0.1", "--admin-address",
-               f"127.0.0.1:{bench.ADMIN + 1}", "--threads", "1", "--access-log", "false"]
-        pids["keyway-b"] = bench.start("keyway-b", cmd, bench.PROXY_CPU, PORTS["keyway-b"],
-                                       dict(os.environ, RUST_LOG="warn")).pid
+        pids["keyway-b"] = bench.start_keyway(kb, PORTS["keyway-b"], binary=KEYWAY_B, name="keyway-b",
+                                              admin=bench.ADMIN + 1).pid
     (RUN / "nginx.conf").write_text(bench.render("nginx-apikey.conf", PORT=PORTS["nginx"]))
     pids["nginx"] = bench.start("nginx", ["nginx", "-c", str(RUN / "nginx.conf"), "-p", str(RUN)],
                                 bench.PROXY_CPU, PORTS["nginx"]).pid
@@ -101,14 +87,14 @@ def per_round(rows, base):
 
 
 def measure(name, pid, load):
-    before = cpu_split(pid)
+    before = bench.cpu_split(pid)
     if load == "saturated":
         out = bench.wrk(PORTS[name], bench.KEYS[0], SECONDS)
         requests, failed = out["requests"], out["non_2xx"] + out["socket_errors"]
     else:
         out = bench.loadgen(PORTS[name], bench.KEYS[0], load, SECONDS, conns=64)
         requests, failed = out["ok"], out["errors"] + out["non_2xx"]
-    after = cpu_split(pid)
+    after = bench.cpu_split(pid)
     user, system = after[0] - before[0], after[1] - before[1]
     assert requests > 0 and failed == 0, (name, load, out)
     return {"us_per_request": (user + system) * 1e6 / bench.CLK_TCK / requests,
